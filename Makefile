@@ -19,8 +19,12 @@ demo: $(STAMP)
 
 # Sync/clean check (tests/test_nbdev_sync.py), notebook checks (nbdev_test), then pytest.
 test: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests -q -ra
 
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+# README.md is nbs/index.ipynb as Markdown (nbdev_readme needs Quarto, which these machines lack)
+readme: $(STAMP)
+	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from cifar_format import NAMES, write_cifar as _write_cifar
 from glancesvdd.core import GlanceSvddError
 from glancesvdd.data import (MVTEC_CATEGORIES, MVTEC_OBJECTS, MVTEC_TEXTURES, SYNTHETIC_CATEGORIES, SYNTHETIC_DEFECTS,
                              CIFAR10OneClass, MVTecAD, check_mvtec_layout, download_file, download_mvtec, load_split,
@@ -328,17 +329,6 @@ def test_unreachable_url_gives_the_offline_message(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR-10 one-class
 
-NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-
-def _write_cifar(root, n_train=3, n_test=2):
-    "A tiny set in CIFAR-10's pickle format: n_train images per class in each of 5 batches, n_test per class in the test batch"
-    d = Path(root)/'cifar-10-batches-py'; d.mkdir(parents=True); rng = np.random.default_rng(1)
-    for name, n in [(f'data_batch_{k}', n_train) for k in range(1, 6)] + [('test_batch', n_test)]:
-        labels = [c for _ in range(n) for c in range(10)]
-        d.joinpath(name).write_bytes(pickle.dumps({'data': rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8),
-                                                   'labels': labels, 'batch_label': name}))
-    d.joinpath('batches.meta').write_bytes(pickle.dumps({'label_names': NAMES, 'num_vis': 3072}))
-    return Path(root)
 
 def test_cifar_one_class(tmp_path):
     root = _write_cifar(tmp_path)

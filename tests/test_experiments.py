@@ -1,0 +1,148 @@
+"Issue 5 end to end: the experiment notebooks through papermill and the `glancesvdd` command, on synthetic data."
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glancesvdd.core import load_json
+from glancesvdd.data import make_synthetic_mvtec
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+UNTRAINED = 'teacher_weights=untrained'   # no ImageNet weights can be downloaded here: asked for explicitly
+
+def cli(*args, cwd, check=True):
+    "Run the installed `glancesvdd` command; returns (exit code, stdout + stderr)"
+    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    if check: assert r.returncode == 0, out
+    return r.returncode, out
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    "A working folder with a small synthetic MVTec-layout set (256 px: the Global-Net's input size)"
+    d = tmp_path_factory.mktemp('exp')
+    make_synthetic_mvtec(d/'data', categories=('brick', 'logo'), n_train=6, n_test_good=2, n_test_defect=1)
+    return d
+
+@pytest.fixture(scope='module')
+def trained(work):
+    "Both methods trained and evaluated on `brick` through the command line (smoke sizes)"
+    for m, extra in (('svdd', ()), ('glance', ('--set', UNTRAINED))):
+        cli('train', m, 'brick', '--data', 'data', '--runs', 'runs', '--smoke', *extra, cwd=work)
+        cli('evaluate', m, 'brick', '--data', 'data', '--runs', 'runs', '--smoke', *extra, cwd=work)
+    return work
+
+@pytest.mark.parametrize('method', ['svdd', 'glance'])
+def test_cli_train_evaluate_writes_the_run_folder(trained, method):
+    run = trained/'runs'/method/'brick'/'seed0'
+    for f in ('config.json', 'scores.npz', 'metrics.json', f'train_{method}.ipynb', 'evaluate.ipynb', f'train_{method}.log'):
+        assert (run/f).exists(), f
+    m = load_json(run/'metrics.json')
+    assert all(0 <= m[k] <= 1 for k in ('image_auroc', 'pixel_auroc', 'aupro'))
+    assert m['n_images'] == 7 and m['n_anomalous'] == 5
+    assert load_json(run/'config.json')['category'] == 'brick'
+    if method == 'svdd': assert {'image_auroc_k64', 'image_auroc_k32'} <= set(m)
+
+def test_finished_run_is_not_redone(trained):
+    rc, out = cli('batch', '--method', 'svdd', '--categories', 'brick', '--data', 'data', '--runs', 'runs', '--smoke', cwd=trained)
+    assert '| svdd | brick | 0 | skipped |' in out
+
+def test_report_and_the_figure_and_table_notebooks(trained):
+    cli('report', '--runs', 'runs', '--out', 'figs', cwd=trained)
+    index = (trained/'figs'/'index.md').read_text()
+    assert 'brick' in index and 'Table 4' in index
+    for nb, params in (('figures', ['-p', 'out', 'figs_nb']), ('tables', ['-p', 'out', 'tables_nb'])):
+        subprocess.run([str(BIN/'papermill'), str(ROOT/'nbs'/'experiments'/f'{nb}.ipynb'), f'{nb}.ipynb',
+                        '-p', 'runs_root', 'runs', *params], cwd=trained, check=True, capture_output=True, timeout=600)
+    assert list((trained/'figs_nb'/'runs').glob('*.png')) and (trained/'tables_nb'/'index.md').exists()
+
+def test_cifar10_notebook(tmp_path):
+    from cifar_format import write_cifar
+    write_cifar(tmp_path/'cifar', n_train=4, n_test=2)
+    subprocess.run([str(BIN/'papermill'), str(ROOT/'nbs'/'experiments'/'cifar10.ipynb'), 'out.ipynb', '-p', 'category', 'cat',
+                    '-p', 'data_root', 'cifar', '-p', 'smoke', 'True', '-p', 'cifar_verify', 'False', '-p', 'teacher_weights', 'untrained'],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    m = load_json(tmp_path/'runs'/'glance_cifar10'/'cat'/'seed0'/'metrics.json')
+    assert 0 <= m['image_auroc'] <= 1
+
+def test_batch_isolates_a_failing_run(work):
+    "A category whose training image is damaged fails; the other category finishes and keeps its results"
+    data = work/'batchdata'
+    make_synthetic_mvtec(data, categories=('brick', 'gravel'), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
+    bad = sorted((data/'gravel'/'train'/'good').glob('*.png'))[0]
+    bad.write_bytes(bad.read_bytes()[:200])   # truncated: the layout is fine, the image is not
+    rc, out = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', '--data', data, '--runs', 'bruns', '--smoke',
+                  '--set', 'image_size=128', cwd=work, check=False)
+    assert rc == 2 and '1 of 2 runs failed' in out, out
+    assert '| svdd | brick | 0 | done |' in out and '| svdd | gravel | 0 | failed |' in out
+    assert (work/'bruns'/'svdd'/'brick'/'seed0'/'metrics.json').exists()
+    assert (work/'bruns'/'svdd'/'gravel'/'seed0'/'train_svdd.ipynb').exists()
+    summary = load_json(work/'bruns'/'batch_summary.json')
+    assert [r['status'] for r in summary['results']] == ['done', 'failed']
+
+def _papermill_train(work, out, runs, iters):
+    return [str(BIN/'papermill'), str(ROOT/'nbs'/'experiments'/'train_svdd.ipynb'), out, '-p', 'category', 'brick',
+            '-p', 'data_root', 'rdata', '-p', 'runs_root', runs, '-p', 'smoke', 'True', '-p', 'image_size', '128',
+            '-p', 'iters', str(iters)]
+
+def test_resume_after_a_killed_run(work):
+    "Kill training after its first checkpoint; the rerun resumes and ends with the weights of an uninterrupted run"
+    make_synthetic_mvtec(work/'rdata', categories=('brick',), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
+    iters, ckpts = 40, work/'killed'/'svdd'/'brick'/'seed0'/'checkpoints'
+    p = subprocess.Popen(_papermill_train(work, 'k.ipynb', 'killed', iters), cwd=work, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not list(ckpts.rglob('iter_*.pt')) and time.time() - t0 < 600 and p.poll() is None: time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    first = sorted(ckpts.rglob('iter_*.pt'))
+    assert first and first[-1].name != f'iter_{iters:08d}.pt', "killed too late to test resuming"
+    for runs, out in (('killed', 'k2.ipynb'), ('straight', 's.ipynb')):
+        subprocess.run(_papermill_train(work, out, runs, iters), cwd=work, check=True, capture_output=True, timeout=900)
+    a = torch.load(work/'killed'/'svdd'/'brick'/'seed0'/'model.pt', weights_only=False)
+    b = torch.load(work/'straight'/'svdd'/'brick'/'seed0'/'model.pt', weights_only=False)
+    ta, tb = torch.nn.utils.parameters_to_vector([v.float() for v in _tensors(a)]), torch.nn.utils.parameters_to_vector([v.float() for v in _tensors(b)])
+    assert torch.equal(ta, tb)
+
+def _tensors(obj):
+    "All tensors in a (nested) checkpoint, in a fixed order"
+    if isinstance(obj, torch.Tensor): return [obj]
+    if isinstance(obj, dict): return [t for k in sorted(obj) for t in _tensors(obj[k])]
+    if isinstance(obj, (list, tuple)): return [t for v in obj for t in _tensors(v)]
+    return []
+
+@pytest.mark.parametrize('args, message', [
+    (('train', 'patchcore', 'brick'), 'choose from glance, svdd'),
+    (('train', 'svdd', 'cheese'), 'cheese'),
+    (('train', 'svdd', 'bottle', '--data', 'nowhere'), 'nowhere'),
+    (('batch', '--method', 'svdd', '--categories', 'brick', '--executor', 'cloud'), 'unknown executor'),
+    (('train', 'svdd', 'brick', '--set', 'learning_rate=1'), 'not a field of the svdd config'),
+    (('download', 'imagenet'), 'choose mvtec or cifar10'),
+])
+def test_bad_input_gives_one_clear_error(work, args, message):
+    rc, out = cli(*args, *(('--data', 'data') if args[0] in ('train', 'batch') and '--data' not in args else ()), cwd=work, check=False)
+    assert rc == 2 and message in out and 'Traceback' not in out, out
+
+def test_wrong_layout_is_reported(work):
+    (work/'flat'/'brick').mkdir(parents=True)
+    rc, out = cli('train', 'svdd', 'brick', '--data', 'flat', cwd=work, check=False)
+    assert rc == 2 and 'train' in out and 'Traceback' not in out, out
+
+def test_run_folder_from_another_config_is_left_alone(trained):
+    run = trained/'runs'/'svdd'/'brick'/'seed0'
+    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+    rc, out = cli('train', 'svdd', 'brick', '--data', 'data', '--runs', 'runs', '--smoke', '--set', 'lr=0.5', cwd=trained, check=False)
+    assert rc == 2 and 'another config' in out and 'lr' in out
+    assert before == {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+
+def test_damaged_checkpoint_is_reported(work):
+    make_synthetic_mvtec(work/'cdata', categories=('brick',), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
+    args = ('train', 'svdd', 'brick', '--data', 'cdata', '--runs', 'cruns', '--smoke', '--set', 'image_size=128,iters=4')
+    cli(*args, cwd=work)
+    ck = sorted((work/'cruns').rglob('iter_*.pt'))[-1]
+    (work/'cruns'/'svdd'/'brick'/'seed0'/'model.pt').unlink(missing_ok=True)
+    ck.write_bytes(b'garbage')
+    rc, out = cli(*args, cwd=work, check=False)
+    assert rc == 2 and 'damaged' in out and str(ck.name) in out, out
