@@ -1,0 +1,173 @@
+"GLANCE: smoke training on synthetic data (Stage A with an untrained teacher, asked for; Stage B), exact resume, evaluation (trained beats untrained), teacher errors, IDW, inference against a per-patch loop, the CIFAR-10 variant."
+import pickle, warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+
+from glancesvdd.core import GlanceSvddError, load_json, load_torch
+from glancesvdd.data import make_synthetic_mvtec
+from glancesvdd.metrics import image_auroc, pixel_auroc
+from glancesvdd.patches import glance_corners, patch_centres
+from glancesvdd.runs import load_scores, latest_checkpoint
+import glancesvdd.glance.train as gt
+from glancesvdd.glance.train import (GlanceConfig, smoke_config, train_glance, train_glance_cifar10, save_glance, load_teacher,
+                                     TEACHER_URL, TEACHER_FILE)
+from glancesvdd.glance.infer import infer_glance, infer_glance_cifar10, fuse_idw, idw_weights, score_image
+from glancesvdd.glance.local_net import LocalNet
+from glancesvdd.glance.global_net import GlobalNet
+from glancesvdd.glance.dad_head import DADHead, MATCH
+
+pytestmark = pytest.mark.filterwarnings('ignore:.*(UNTRAINED|SKIPPED).*:UserWarning')  # asked for on purpose here
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    "Synthetic MVTec layout: `grass` stands in for ImageNet, `gravel` is the category"
+    return make_synthetic_mvtec(tmp_path_factory.mktemp('data'), categories=('grass', 'gravel'), n_train=8, n_test_good=4,
+                                n_test_defect=1, seed=0)
+
+
+def smoke(root, **kw):
+    return smoke_config(GlanceConfig(category='gravel', data_root=str(root), imagenet_dir=str(root/'grass'/'train'),
+                                     teacher_weights='untrained', device='cpu', **kw))
+
+
+@pytest.fixture(scope='module')
+def trained(root, tmp_path_factory):
+    cfg = smoke(root)
+    return cfg, train_glance(cfg, tmp_path_factory.mktemp('runs')/'trained', progress=False)
+
+
+def test_train_records_what_was_used(trained):
+    cfg, run = trained
+    rec = load_json(run/'train.json')
+    assert (rec['teacher'], rec['imagenet']) == ('untrained', cfg.imagenet_dir)
+    for stage, iters in [('imagenet', cfg.iters_imagenet), ('finetune', cfg.iters_finetune), ('global_net', cfg.iters)]:
+        assert latest_checkpoint(run/'checkpoints'/stage).name == f'iter_{iters:08d}.pt'
+    assert np.isfinite(list(rec['global_losses'].values())).all() and set(rec['global_losses']) == {'loss', 'l_iad', 'l_dad'}
+
+
+class Crash(Exception): pass
+
+def crash_after(n, f):
+    "`f` that raises Crash from its (n+1)-th call on: an interruption in the middle of a stage"
+    calls = []
+    def g(*a, **k):
+        calls.append(1)
+        if len(calls) > n: raise Crash
+        return f(*a, **k)
+    return g
+
+
+def test_resume_is_exact(root, trained, tmp_path, monkeypatch):
+    "Interrupted in Stage A's fine-tune, then in Stage B, then resumed: the same weights as the uninterrupted run"
+    cfg, ref = trained
+    run = tmp_path/'run'
+    with monkeypatch.context() as m:  # crop_patches: once per fine-tune batch (and once per Stage-B batch)
+        m.setattr(gt, 'crop_patches', crash_after(cfg.iters_finetune - 2, gt.crop_patches))
+        with pytest.raises(Crash): train_glance(cfg, run, progress=False)
+    assert 0 < int(latest_checkpoint(run/'checkpoints'/'finetune').stem[5:]) < cfg.iters_finetune
+    with monkeypatch.context() as m:  # add_stains: once per Stage-B batch
+        m.setattr(gt, 'add_stains', crash_after(cfg.iters - 3, gt.add_stains))
+        with pytest.raises(Crash): train_glance(cfg, run, progress=False)
+    assert 0 < int(latest_checkpoint(run/'checkpoints'/'global_net').stem[5:]) < cfg.iters
+    train_glance(cfg, run, progress=False)
+    a, b = load_torch(ref/'glance.pt'), load_torch(run/'glance.pt')
+    for net in ('local', 'global_net', 'head'):
+        for k in a[net]: assert torch.equal(a[net][k], b[net][k]), (net, k)
+
+
+def test_run_folder_refuses_other_config(trained):
+    cfg, run = trained
+    with pytest.raises(GlanceSvddError, match='lambda_t'): train_glance(gt.replace(cfg, lambda_t=0.5), run, progress=False)
+
+
+def test_trained_beats_untrained(root, trained, tmp_path):
+    "Image and pixel AUROC on the synthetic test set: the trained model above the same networks at initialisation"
+    cfg, run = trained
+    torch.manual_seed(cfg.seed)
+    save_glance(tmp_path/'untrained', LocalNet(), GlobalNet(), DADHead())
+    res = {}
+    for name, r in [('trained', run), ('untrained', tmp_path/'untrained')]:
+        infer_glance(cfg, r, progress=False)
+        s = load_scores(r)
+        assert s['maps'].shape == (len(s['labels']), 256, 256) and s['s_iad'].shape == (len(s['labels']), cfg.grid**2)
+        np.testing.assert_allclose(s['s'], cfg.lambda_s * s['s_iad'] + (1 - cfg.lambda_s) * s['s_dad'], rtol=1e-5)
+        np.testing.assert_allclose(s['image_scores'], s['maps'].reshape(len(s['maps']), -1).max(1), rtol=1e-6)
+        res[name] = image_auroc(s['image_scores'], s['labels']), pixel_auroc(s['maps'], s['masks'])
+    print(res)
+    assert res['trained'][0] > res['untrained'][0] and res['trained'][1] > res['untrained'][1], res
+
+
+def test_teacher_errors(tmp_path, monkeypatch):
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path/'other.pth')
+    with pytest.raises(GlanceSvddError, match='not a torchvision ResNet-18'): load_teacher(str(tmp_path/'other.pth'))
+    with pytest.raises(GlanceSvddError, match='missing.pth is not a file') as e: load_teacher(str(tmp_path/'missing.pth'))
+    assert TEACHER_URL in str(e.value)
+    monkeypatch.setattr(gt.ResNet18_Weights, 'get_state_dict', lambda *a, **k: (_ for _ in ()).throw(URLError('no network')))
+    with pytest.raises(GlanceSvddError) as e: load_teacher('torchvision')
+    assert TEACHER_URL in str(e.value) and TEACHER_FILE in str(e.value) and 'no network' in str(e.value)
+    from torchvision.models import resnet18
+    net = resnet18(weights=None); torch.save(net.state_dict(), tmp_path/'r18.pth')  # a local weights file loads
+    assert torch.equal(load_teacher(str(tmp_path/'r18.pth')).resnet.conv1.weight, net.conv1.weight.detach())
+
+
+def test_idw():
+    centres = patch_centres(glance_corners(), 33)
+    s = torch.rand(3, 400, generator=torch.Generator().manual_seed(0))
+    maps = fuse_idw(s, centres)
+    ij = torch.as_tensor(centres).long()
+    torch.testing.assert_close(maps[:, ij[:, 0], ij[:, 1]], s)  # exact at the centres
+    torch.testing.assert_close(fuse_idw(torch.full((1, 400), 2.5), centres), torch.full((1, 256, 256), 2.5))
+    assert idw_weights(centres) is idw_weights(centres.copy())  # computed once per geometry
+    pts, vals = np.array([[0., 0.], [3., 4.], [5.5, 1.]]), np.array([2., -1., 3.])
+    ref = np.empty((6, 7))
+    for r in range(6):
+        for c in range(7):
+            d = np.hypot(pts[:, 0] - r, pts[:, 1] - c)
+            ref[r, c] = vals[d == 0][0] if (d == 0).any() else (vals * d**-5.).sum() / (d**-5.).sum()
+    np.testing.assert_allclose(fuse_idw(torch.tensor(vals[None]), pts, (6, 7))[0].numpy(), ref, rtol=1e-5)
+
+
+def test_inference_equals_per_patch_loop():
+    torch.manual_seed(1)
+    L, G, C = LocalNet().eval(), GlobalNet().eval(), DADHead().eval()
+    x, corners = torch.rand(3, 256, 256), glance_corners()
+    sc = score_image(L, G, C, x, corners)
+    norm = lambda t: (t - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    for i in (3, 210):
+        r, c = corners[i]
+        m = torch.ones(1, 1, 256, 256); m[..., r:r + 33, c:c + 33] = 0
+        with torch.no_grad():
+            z_l, z_g = L(norm(x[None, :, r:r + 33, c:c + 33])).flatten(1), G(norm(x[None]), m).flatten(1)
+            s_iad, s_dad = (z_l - z_g).pow(2).mean(), 1 - C(z_l, z_g).softmax(1)[0, MATCH]
+        torch.testing.assert_close(sc['s_iad'][i], s_iad, rtol=1e-4, atol=0)
+        torch.testing.assert_close(sc['s_dad'][i], s_dad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(sc['s'][i], 0.8 * s_iad + 0.2 * s_dad, rtol=1e-4, atol=1e-6)
+
+
+def write_cifar(root, n_train=3, n_test=2, seed=0):
+    "A tiny set in CIFAR-10's own format (pickled dicts under cifar-10-batches-py/): n per class per batch"
+    d = Path(root)/'cifar-10-batches-py'; d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name, n in [(f'data_batch_{k}', n_train) for k in range(1, 6)] + [('test_batch', n_test)]:
+        labels = [c for c in range(10) for _ in range(n)]
+        (d/name).write_bytes(pickle.dumps({'data': rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8), 'labels': labels}))
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    (d/'batches.meta').write_bytes(pickle.dumps({'label_names': names}))
+    return Path(root)
+
+
+def test_cifar10_variant(tmp_path):
+    cfg = smoke_config(GlanceConfig.cifar10('cat', data_root=str(write_cifar(tmp_path/'cifar')), teacher_weights='untrained',
+                                            device='cpu', cifar_verify=False), iters=4, batch=4)
+    run = train_glance_cifar10(cfg, tmp_path/'run', progress=False)
+    assert load_json(run/'train.json')['imagenet'] == 'skipped'
+    infer_glance_cifar10(cfg, run, progress=False)
+    s = load_scores(run)
+    assert s['image_scores'].shape == (20,) and s['labels'].sum() == 18 and (s['targets'][s['labels'] == 0] == 3).all()
+    np.testing.assert_allclose(s['image_scores'], cfg.lambda_s * s['s_iad'] + (1 - cfg.lambda_s) * s['s_dad'], rtol=1e-5)
+    assert 0 <= image_auroc(s['image_scores'], s['labels']) <= 1
