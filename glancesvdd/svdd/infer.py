@@ -183,6 +183,7 @@ def _search(ix, q, exact, slack, max_work, chunk):
             v = qd[qi] - ix['centres'][bc[b]]      # (k, D) centred on the cell, float64
             d2 = torch.addmm(ix['r2_32'][bs[b]:be[b]][None], v.float(), ix['offsets'][bs[b]:be[b]].T, alpha=-2)
             B.append(torch.full((len(qi),), b)); Q.append(qi); M.append(d2.amin(1).double() + (v * v).sum(1))
+        if not B: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)  # no candidates left
         return torch.cat(B), torch.cat(Q), torch.cat(M)
 
     def bounds(B, Q, M):                           # guaranteed lower and upper bounds, float32 rounding included
