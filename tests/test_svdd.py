@@ -126,7 +126,7 @@ def test_exact_search_equals_brute_force(name):
     q = torch.cat([bank[:300], bank[:500] + 1e-4 * torch.randn(500, 64, generator=g), torch.rand(300, 64, generator=g) * 2 - 1])
     want = _exact(q, bank)
     ix = build_index(bank, block=128)
-    for d, i in [search_index(ix, q, max_work=2), search_index(ix, q, q_chunk=333), nn_brute(q, bank, chunk=3000)]:
+    for d, i in [search_index(ix, q), search_index(ix, q, q_chunk=333, max_pairs=500), nn_brute(q, bank, chunk=3000)]:
         torch.testing.assert_close(d, want, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close((q.double() - bank[i].double()).norm(dim=1), d, rtol=1e-9, atol=1e-9)
     assert search_index(ix, q[:300])[0].max() == 0  # exact duplicates: exactly 0, not float32 cancellation noise
@@ -136,7 +136,7 @@ def test_exact_search_on_official_features(official):
     "Real trained-encoder features with many near-ties (fixture README): exact search = float64 brute force"
     bank, emb = official['bank'], official['test_emb']
     q = emb[32].reshape(-1, 64)
-    d, _ = search_index(bank[32]['index'], q, max_work=2)
+    d, _ = search_index(bank[32]['index'], q)
     torch.testing.assert_close(d, _exact(q, bank[32]['features']), rtol=1e-9, atol=1e-12)
 
 

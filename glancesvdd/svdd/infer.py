@@ -172,7 +172,7 @@ def _candidates(ix, dqc, thr, b0, cell, exact, tile=4096):
         qs.append(q[keep]); bs.append(b[keep])
     return torch.cat(bs), torch.cat(qs)
 
-def _search(ix, q, exact, slack, max_work, chunk):
+def _search(ix, q, exact, slack, max_pairs):
     qd = q.double().cpu(); n = len(qd)
     dqc = torch.cdist(qd, ix['centres']).float()   # (n, C); its rounding is covered by `slack`
     bs, be, bc = ix['bs'].tolist(), ix['be'].tolist(), ix['bcell'].tolist()
@@ -195,9 +195,9 @@ def _search(ix, q, exact, slack, max_work, chunk):
     B, Q, M = visit(b0, torch.arange(n))           # one block per query: a first upper bound
     _, upper = bounds(B, Q, M)
     B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack, b0, cell, exact)
-    if int((ix['be'] - ix['bs'])[B1].sum()) > max_work * n * len(ix['bank']):  # pruning would not pay
-        d, rows = nn_brute(qd, ix['bank'], chunk)
-        return d, ix['perm'][rows]
+    if len(B1) > max_pairs and n > 1:              # too many pairs to hold at once: halve the queries
+        parts = [_search(ix, q[s], exact, slack, max_pairs) for s in (slice(0, n // 2), slice(n // 2, n))]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     B, Q, M = (torch.cat(t) for t in zip((B, Q, M), visit(B1, Q1)))
     lower, upper = bounds(B, Q, M)
     keep = lower <= upper[Q]                       # blocks that may hold the nearest feature: searched in float64
@@ -215,12 +215,11 @@ def search_index(ix:dict, # from `build_index`
                  exact:bool=True, # False: the nearest cell only (approximate)
                  q_chunk:int=32768, # queries per pass (memory: about 5 kB per query at 1024 cells)
                  slack:float=1e-5, # added to the pruning bound, covers float64 rounding
-                 max_work:float=0.3, # above this fraction of brute force's work, use brute force
-                 chunk:int=8192)->tuple: # bank rows per tile of that brute force
+                 max_pairs:int=2**22)->tuple: # candidate (block, query) pairs held at once (memory: ~40 bytes each)
     "Nearest neighbour of each query in the indexed bank: distances (n,) float64 and bank indices (n,)"
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision('highest')  # the float32 error bound needs true float32 products
-    try: parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_work, chunk) for s in range(0, len(q), q_chunk)]
+    try: parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs) for s in range(0, len(q), q_chunk)]
     finally: torch.set_float32_matmul_precision(precision)
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -264,7 +263,7 @@ def nearest_normal(q:torch.Tensor, # query features (n, D)
     "Distance (n,) float64 and bank index (n,) of the nearest normal feature: brute force on CUDA, pruned index on CPU"
     dev = get_device(device)
     if dev.type == 'cuda' and exact: return tuple(t.cpu() for t in nn_brute(q, bank_k['features'].to(dev), chunk))
-    return search_index(bank_k['index'], q, exact, chunk=chunk)
+    return search_index(bank_k['index'], q, exact)
 
 @torch.no_grad()
 def score_images(enc, # trained encoder (eval mode)
