@@ -25,6 +25,10 @@ test: $(STAMP)
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
 
+# The notebooks, executed with their widget state, as a static HTML site in docs/_site (no Quarto; needs node + npm)
+docs: $(STAMP)
+	$(BIN)/glancesvdd docs
+
 # README.md is nbs/index.ipynb as Markdown (nbdev_readme needs Quarto, which these machines lack)
 readme: $(STAMP)
 	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README

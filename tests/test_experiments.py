@@ -146,3 +146,81 @@ def test_damaged_checkpoint_is_reported(work):
     ck.write_bytes(b'garbage')
     rc, out = cli(*args, cwd=work, check=False)
     assert rc == 2 and 'damaged' in out and str(ck.name) in out, out
+
+# Issue 6: the explorer (40_viz) on the runs trained above, through its controls
+
+def _explorer(trained):
+    from glancesvdd.viz import explore
+    return explore(trained/'runs')
+
+def test_explorer_shows_the_saved_maps_and_numbers(trained):
+    from glancesvdd.runs import load_scores
+    from glancesvdd.viz import segmentation_stats, SIDE_BY_SIDE
+    ex = _explorer(trained); c = ex.controls
+    assert list(c['category'].options) == ['brick'] and list(c['method'].options) == ['glance', 'svdd', SIDE_BY_SIDE]
+    for method, t in (('glance', 0.7), ('svdd', 0.6)):
+        c['method'].value = method
+        s = load_scores(trained/'runs'/method/'brick'/'seed0')
+        c['defect'].value = 'hole'
+        i = int(np.flatnonzero(s['defects'] == 'hole')[0])
+        assert ex.current == i and ex.stats['label'] == 1
+        before = ex.views['main'].value
+        c['threshold'].value = t
+        assert ex.views['main'].value != before                                  # redrawn
+        thr = s['maps'].min() + t * (s['maps'].max() - s['maps'].min())
+        st = ex.stats['runs'][method]
+        assert st['threshold'] == pytest.approx(thr, rel=1e-6) and st['image_score'] == pytest.approx(s['image_scores'][i])
+        want = segmentation_stats(s['maps'][i], s['masks'][i], thr)
+        assert st['iou'] == pytest.approx(want['iou'], nan_ok=True) and st['fpr'] == pytest.approx(want['fpr'])
+        assert np.array_equal(ex.figures['main'].axes[1].images[1].get_array().data, s['maps'][i])
+        assert ex.figures['scores'].axes[0].lines[-1].get_xdata()[0] == pytest.approx(s['image_scores'][i])
+        c['defect'].value = 'all'; c['image'].value = 0
+        assert ex.current == 0 and ex.stats['defect'] == str(s['defects'][0])
+    c['method'].value = SIDE_BY_SIDE
+    assert len(ex.figures['main'].axes) == 5 and sorted(ex.stats['runs']) == ['glance', 'svdd']
+    for name, value in (('opacity', 0.9), ('cmap', 'gray_r')):
+        before = ex.views['main'].value
+        c[name].value = value
+        assert ex.views['main'].value != before, name
+    assert all(0 < t < 30 for t in ex.draw_seconds.values())   # timed (the figures are in benchmarks/, not asserted here)
+
+def test_explorer_patch_inspector(trained):
+    from glancesvdd.runs import load_scores
+    from glancesvdd.viz import run_image
+    ex = _explorer(trained); c = ex.controls
+    g = load_scores(trained/'runs'/'glance'/'brick'/'seed0')
+    i = ex.current
+    assert (c['row'].max, c['col'].max) == (9, 9)                                 # the smoke run's 10 x 10 grid
+    p = ex.stats['patch']
+    k = p['row'] * 10 + p['col']
+    assert k == int(np.argmax(g['s'][i]))                                        # starts at the most anomalous patch
+    assert (p['s_iad'], p['s_dad']) == pytest.approx((g['s_iad'][i, k], g['s_dad'][i, k]))
+    y, x = g['corners'][k]
+    img = run_image(g['paths'][i], 256)
+    assert np.array_equal(ex.figures['patch'].axes[2].images[0].get_array(), img[y:y + 33, x:x + 33])
+    c['row'].value = 0; c['col'].value = 1
+    assert ex.stats['patch']['score'] == pytest.approx(g['s'][i, 1])
+    c['method'].value = 'svdd'
+    s = load_scores(trained/'runs'/'svdd'/'brick'/'seed0')
+    for K, S, n in ((64, 16, 13), (32, 4, 57)):
+        c['scale'].value = K
+        assert c['row'].max == n - 1
+        c['row'].value, c['col'].value = 2, 3
+        p = ex.stats['patch']
+        b, r, q = np.unravel_index(s[f'nn_index_k{K}'][i, 2, 3], (len(s['bank_paths']), n, n))
+        assert p['distance'] == pytest.approx(s[f'patch_scores_k{K}'][i, 2, 3])
+        assert (p['normal_image'], p['normal_row'], p['normal_col']) == (s['bank_paths'][b], r, q)
+        normal = run_image(s['bank_paths'][b], 256, 'training image')
+        assert np.array_equal(ex.figures['patch'].axes[2].images[0].get_array(), normal[r * S:r * S + K, q * S:q * S + K])
+
+def test_explorer_bad_input(trained, tmp_path):
+    import shutil, warnings
+    from glancesvdd.core import GlanceSvddError
+    from glancesvdd.viz import explore
+    with pytest.raises(GlanceSvddError, match='no run with score maps'): explore(tmp_path)
+    with pytest.raises(GlanceSvddError, match='is not a folder'): explore(tmp_path/'missing')
+    runs = tmp_path/'runs'
+    shutil.copytree(trained/'runs', runs)
+    (runs/'glance'/'brick'/'seed0'/'scores.npz').write_bytes(b'not a zip')
+    with pytest.warns(UserWarning, match='damaged'): ex = explore(runs)
+    assert list(ex.controls['method'].options) == ['svdd']                       # the damaged run is skipped, the other shown

@@ -288,9 +288,9 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
     f = Path(run_dir)/'bank.pt'
     if f.exists(): return load_torch(f)
-    images = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)['images']
+    train = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
-    bank = build_bank(enc, images, scales, cfg.seed, progress)
+    bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress), paths=list(train['paths']))
     save_torch(bank, f)
     return bank
 
@@ -308,4 +308,4 @@ def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=F
              for i in tqdm(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
     s = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return save_scores(run_dir, s.pop('image_scores'), data['labels'], s.pop('maps'), data['masks'], data['defects'],
-                       data['paths'], collapsed=np.array(record['collapsed']), **s)
+                       data['paths'], collapsed=np.array(record['collapsed']), bank_paths=np.array(bank['paths'], dtype=str), **s)
