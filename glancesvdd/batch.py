@@ -10,9 +10,8 @@ from pathlib import Path
 
 import papermill as pm
 import torch
-from tqdm.auto import tqdm
 
-from .core import GlanceSvddError, save_json, load_json, from_params
+from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
 from .runs import run_path, is_done, init_run
 
 # %% auto #0
@@ -148,7 +147,7 @@ def batch(jobs:list, # the runs, `Job`s
     if executor not in ('local', 'slurm', 'submitit-local'): raise GlanceSvddError(f"unknown executor {executor!r}: use local or slurm")
     if not jobs: return []
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
-    results, bar = [], tqdm(total=len(jobs), desc='runs', disable=not progress)
+    results, bar = [], progress_bar(total=len(jobs), desc='runs', disable=not progress)
     def on_done(r):
         results.append(r); bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
         save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/61_cli.ipynb #0b98b86a
 from __future__ import annotations
-import ast, shutil, sys
+import ast, os, shutil, sys
 from dataclasses import fields
 from pathlib import Path
 
 import papermill as pm
 from fastcore.script import call_parse, anno_parser, Param, bool_arg, store_true
 
-from .core import GlanceSvddError
+from .core import GlanceSvddError, PROGRESS_ENV
 from .batch import METHODS, Job, batch, execute, prepare_run, summary_table, method_api
 
 # %% auto #0
@@ -218,6 +218,7 @@ def main(argv=None)->int:
     if argv[0] not in COMMANDS:
         print(f"glancesvdd: error: unknown command {argv[0]!r}: choose from {', '.join(COMMANDS)}", file=sys.stderr); return 2
     func = COMMANDS[argv[0]]
+    if argv[0] in ('train', 'evaluate', 'batch', 'demo'): os.environ.setdefault(PROGRESS_ENV, 'log')  # the notebooks' bars go to log files (00_core)
     args = vars(anno_parser(func.__wrapped__, prog=f'glancesvdd {argv[0]}').parse_args(argv[1:]))
     args.pop('pdb', None); args.pop('xtra', None)
     try: func(**args)

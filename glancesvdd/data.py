@@ -16,9 +16,8 @@ from skimage import data as skdata
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity, extract_archive
-from tqdm import tqdm
 
-from .core import GlanceSvddError
+from .core import GlanceSvddError, progress_bar
 
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
@@ -312,7 +311,7 @@ def load_split(root, category:str, split:str, image_size:int|None=256, progress:
     ds = MVTecAD(root, category, split, image_size)
     out = dict(images=[], masks=[], labels=[], defects=[], paths=[])
     dl = DataLoader(ds, batch_size=16, num_workers=num_workers)
-    for b in tqdm(dl, desc=f'{category}/{split}', disable=not progress):
+    for b in progress_bar(dl, desc=f'{category}/{split}', disable=not progress):
         for k, name in (('images', 'image'), ('masks', 'mask'), ('labels', 'label')): out[k].append(b[name])
         out['defects'] += b['defect']; out['paths'] += b['path']
     return {k: torch.cat(v) if k in ('images', 'masks', 'labels') else v for k, v in out.items()}
@@ -350,7 +349,7 @@ def _fetch(url:str, part:Path, timeout:float, progress:bool)->int|None:
         if resp.status != 206: have = 0  # the server ignored the range: start over
         total = _total_size(resp, have)
         with open(part, 'ab' if have else 'wb') as f, \
-             tqdm(total=total, initial=have, unit='B', unit_scale=True, desc=part.name, disable=not progress) as bar:
+             progress_bar(total=total, initial=have, unit='B', unit_scale=True, desc=part.name, disable=not progress) as bar:
             while chunk := resp.read(1 << 20): f.write(chunk); bar.update(len(chunk))
     return total
 
@@ -381,7 +380,7 @@ def _extract_categories(archive:Path, dest:Path, categories, progress:bool=True)
     try:
         try:
             with tarfile.open(archive) as tar:
-                for m in tqdm(tar, desc=f'extracting {archive.name}', unit=' files', disable=not progress):
+                for m in progress_bar(tar, desc=f'extracting {archive.name}', unit=' files', disable=not progress):
                     try: tarfile.data_filter(m, str(tmp))
                     except tarfile.FilterError as e:
                         raise GlanceSvddError(f"{archive} holds an unsafe member {m.name!r} ({e}); nothing was extracted") from None

@@ -10,9 +10,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz
+from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz, progress_bar
 
 # %% auto #0
 __all__ = ['run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'latest_checkpoint', 'fit', 'save_scores', 'load_scores']
@@ -100,7 +99,7 @@ def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of float l
     "Run `step` for iterations `[start, iters)`, resuming from the newest checkpoint; returns the loss history"
     rngs = rngs or {}
     start, history = _resume(ckpt_dir, state, rngs) if ckpt_dir else (0, [])
-    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, dynamic_ncols=True)
     for it in bar:
         losses = step(it)
         history.append(dict(iter=it, **losses))

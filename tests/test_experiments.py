@@ -1,5 +1,5 @@
 "Issue 5 end to end: the experiment notebooks through papermill and the `glancesvdd` command, on synthetic data."
-import os, signal, subprocess, sys, time
+import os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,8 @@ def test_cli_train_evaluate_writes_the_run_folder(trained, method):
     assert m['n_images'] == 7 and m['n_anomalous'] == 5
     assert load_json(run/'config.json')['category'] == 'brick'
     if method == 'svdd': assert {'image_auroc_k64', 'image_auroc_k32'} <= set(m)
+    log = (run/f'train_{method}.log').read_text()   # the training bar, as text (00_core: GLANCESVDD_PROGRESS=log)
+    assert re.search(rf"{'Patch SVDD brick' if method == 'svdd' else 'B global'}: 100%\|#+\|", log), log[-500:]
 
 def test_finished_run_is_not_redone(trained):
     rc, out = cli('batch', '--method', 'svdd', '--categories', 'brick', '--data', 'data', '--runs', 'runs', '--smoke', cwd=trained)

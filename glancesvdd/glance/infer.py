@@ -12,9 +12,8 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.transforms.functional import resize
-from tqdm.auto import tqdm
 
-from ..core import get_device, save_npz
+from ..core import get_device, save_npz, progress_bar
 from ..data import load_split
 from ..patches import glance_corners, patch_centres, crop_patches
 from ..runs import save_scores
@@ -150,7 +149,7 @@ def infer_glance(cfg:GlanceConfig, run_dir, split:str='test', fast:bool=True, pr
     data = load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress=progress)
     corners = glance_corners(cfg.image_size, cfg.patch_size, cfg.grid)
     scores = [score_image(L, G, C, x.to(dev), corners, cfg.patch_size, cfg.lambda_s, fast, cfg.chunk)
-              for x in tqdm(data['images'], desc='GLANCE infer', disable=not progress)]
+              for x in progress_bar(data['images'], desc='GLANCE infer', disable=not progress)]
     s = {k: torch.stack([d[k] for d in scores]).cpu() for k in scores[0]}  # each (M, N)
     maps = fuse_idw(s['s'], patch_centres(corners, cfg.patch_size), (cfg.image_size,) * 2, cfg.idw_p)  # (M, S, S)
     return save_scores(run_dir, maps.flatten(1).amax(1), data['labels'], maps, data['masks'], data['defects'], data['paths'],
@@ -164,7 +163,7 @@ def infer_glance_cifar10(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     L, G, C = load_glance(run_dir, dev)
     images, labels, targets = cifar10_images(cfg.data_root, cfg.category, 'test', cfg.cifar_verify)
     out = []
-    for x in tqdm(images.split(cfg.chunk), desc='GLANCE infer', disable=not progress):
+    for x in progress_bar(images.split(cfg.chunk), desc='GLANCE infer', disable=not progress):
         x = x.to(dev)
         p, xg = resize(x, [cfg.patch_size] * 2, antialias=True), resize(x, [cfg.image_size] * 2, antialias=True)
         out.append(patch_scores(C, local_features(L, p), global_features(G, xg, torch.ones_like(xg[:, :1])), cfg.lambda_s))

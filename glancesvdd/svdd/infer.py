@@ -11,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
-from tqdm.auto import tqdm
 
-from ..core import GlanceSvddError, get_device, save_torch, load_torch
+from ..core import GlanceSvddError, get_device, save_torch, load_torch, progress_bar
 from ..data import load_split
 from ..patches import grid_size, dense_corners, crop_patches
 from ..runs import save_scores
@@ -54,7 +53,7 @@ def embed_dense(enc, # SvddEncoder (K=64 and 32) or FlatEncoder (K=64), eval mod
         _check_stride(S, 8 if enc.small is None else 2, f'K={K}')
     dev = next(enc.parameters()).device
     parts = [_dense_batch(enc, x[i:i + batch].to(dev).contiguous(), scales)
-             for i in tqdm(range(0, len(x), batch), desc='embed', disable=not progress)]
+             for i in progress_bar(range(0, len(x), batch), desc='embed', disable=not progress)]
     out = {K: torch.cat([p[K] for p in parts]).permute(0, 2, 3, 1).cpu() for K, _ in scales}  # (N, D, I, J) -> (N, I, J, D)
     for K, S in scales:
         n = grid_size(x.shape[-1], K, S)
@@ -305,7 +304,7 @@ def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=F
     bank = load_bank(cfg, run_dir, enc, progress)
     data = load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress=progress)
     parts = [score_images(enc, data['images'][i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
-             for i in tqdm(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
+             for i in progress_bar(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
     s = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return save_scores(run_dir, s.pop('image_scores'), data['labels'], s.pop('maps'), data['masks'], data['defects'],
                        data['paths'], collapsed=np.array(record['collapsed']), bank_paths=np.array(bank['paths'], dtype=str), **s)
