@@ -4,13 +4,13 @@
 
 # %% ../../nbs/22_svdd_infer.ipynb #70a5d47c
 from __future__ import annotations
-import math, warnings
+import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
 
 from ..core import GlanceSvddError, get_device, save_torch, load_torch, progress_bar
 from ..data import load_split
@@ -19,8 +19,9 @@ from ..runs import save_scores
 from .train import SvddConfig, mean_image, standardise, load_encoder
 
 # %% auto #0
-__all__ = ['EPS32', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index', 'search_index', 'distribute_scores',
-           'combine_maps', 'build_bank', 'nearest_normal', 'score_images', 'load_bank', 'infer_svdd']
+__all__ = ['INDEX_VERSION', 'EPS32', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index', 'search_index',
+           'distribute_scores', 'combine_maps', 'build_bank', 'nearest_normal', 'score_images', 'load_bank',
+           'infer_svdd']
 
 # %% ../../nbs/22_svdd_infer.ipynb #55298d16
 def _check_stride(S, m, what):
@@ -96,22 +97,31 @@ def nn_brute(q:torch.Tensor, # queries (n, D)
     return torch.cat(out_d), torch.cat(out_i)
 
 # %% ../../nbs/22_svdd_infer.ipynb #9a2f3643
+INDEX_VERSION = 2  # bumped when the index layout changes; `load_bank` rebuilds an older run's index
+
+def _nearest_centre(bank, cent, dtype, rows=32768):
+    "Index of the nearest centre of each feature, computed in `dtype`"
+    c = cent.to(dtype)
+    return torch.cat([torch.cdist(bank[s:s + rows].to(dtype), c).argmin(1) for s in range(0, len(bank), rows)])
+
 def build_index(bank:torch.Tensor, # normal features (M, D) float32
                 n_cells:int|None=None, # k-means cells; None: sqrt(M), at most 1024
-                block:int=512, # features per block
-                seed:int=0, sample:int=50)->dict: # k-means runs on sample * n_cells features
-    "A k-means partition of `bank` (cells cut into radius-sorted blocks) for exact pruned search"
+                block:int=1024, # features per block
+                seed:int=0, # picks the starting centres
+                iters:int=3)->dict: # Lloyd steps over the whole bank
+    "A k-means partition of `bank` (Voronoi cells cut into radius-sorted blocks) for exact pruned search"
     bank = bank.float().cpu().contiguous(); M = len(bank)
     C = n_cells or int(min(1024, max(1, math.isqrt(M))))
-    rng = np.random.default_rng(seed)
-    sub = bank[rng.choice(M, min(M, sample * C), replace=False)].double().numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # duplicated features leave fewer distinct clusters than C: harmless
-        cent = torch.from_numpy(KMeans(min(C, len(sub)), n_init=1, max_iter=20, random_state=seed).fit(sub).cluster_centers_)
-    cell = torch.cat([torch.cdist(bank[s:s + 65536], cent.float()).argmin(1) for s in range(0, M, 65536)])  # any assignment is exact
+    cent = bank[torch.randperm(M, generator=torch.Generator().manual_seed(seed))[:C]].double()  # start: C random features
+    for _ in range(iters):
+        a = _nearest_centre(bank, cent, torch.float32)
+        n = torch.bincount(a, minlength=len(cent)).double()[:, None]
+        cent = torch.where(n > 0, torch.zeros_like(cent).index_add_(0, a, bank.double()) / n.clamp(min=1), cent)  # empty: kept
+    cell = _nearest_centre(bank, cent, torch.float64)   # Voronoi cells in float64: the bisector bound relies on them
     rho = (bank.double() - cent[cell]).norm(dim=1)
     order = torch.from_numpy(np.lexsort((rho.numpy(), cell.numpy())))  # by cell, then radius
     cell, rho, x = cell[order], rho[order], bank[order]
+    o = x.double() - cent[cell]                                          # centred coordinates
     counts = torch.bincount(cell, minlength=len(cent))
     n_blocks = (counts + block - 1) // block
     bcell = torch.repeat_interleave(torch.arange(len(cent)), n_blocks)  # (U,) cell of each block
@@ -121,10 +131,13 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
     be = torch.minimum(bs + block, start[bcell] + counts[bcell])
     rmin, rmax, scale = rho[bs], rho[be - 1], rho.max().item() * (1 + 1e-9) + 1e-30
     last = (first + n_blocks - 1).clamp(min=0)
-    return dict(bank=x, offsets=(x.double() - cent[cell]).float(), perm=order, centres=cent, r2=rho ** 2,
-                r2_32=(rho ** 2).float(), counts=counts, bcell=bcell, bs=bs, be=be, rmin=rmin, rmax=rmax,
-                first=first, n_blocks=n_blocks, cell_rmin=torch.where(counts > 0, rmin[first.clamp(max=len(bs) - 1)], math.inf),
-                cell_rmax=torch.where(counts > 0, rmax[last], -math.inf),
+    return dict(version=INDEX_VERSION, bank=x, offsets=o.float(), perm=order, centres=cent, r2=rho ** 2,
+                bias=(rho ** 2 + 2 * (cent[cell] * o).sum(1)).float(),  # ||x - c||^2 + 2 c.(x - c), per feature
+                centre_norms=cent.norm(dim=1), centre_dists=torch.cdist(cent, cent, compute_mode='donot_use_mm_for_euclid_dist'),
+                counts=counts, bcell=bcell, bs=bs, be=be, rmin=rmin, rmax=rmax,
+                first=first, n_blocks=n_blocks,
+                cell_mid=torch.where(counts > 0, (rmin[first.clamp(max=len(bs) - 1)] + rmax[last]) / 2, math.inf),  # radius range
+                cell_half=torch.where(counts > 0, (rmax[last] - rmin[first.clamp(max=len(bs) - 1)]) / 2, 0),         # of each cell
                 scale=torch.tensor(scale, dtype=torch.float64),
                 key_rmin=bcell + rmin / scale, key_rmax=bcell + rmax / scale)  # sort keys: cell, then radius
 
@@ -154,15 +167,17 @@ def _block_range(ix, c, lo_r, hi_r):
     last = (torch.searchsorted(ix['key_rmin'], key(hi_r)) - 1).minimum(ix['first'][c] + ix['n_blocks'][c] - 1)  # rmin < hi_r
     return first, (last - first + 1).clamp(min=0)
 
-def _candidates(ix, dqc, thr, b0, cell, exact, tile=4096):
-    "(blocks, queries): the pairs whose lower bound max(||q-c|| - rmax, rmin - ||q-c||) is below `thr`, except b0"
+def _candidates(ix, dqc, thr, b0, cell, exact, tile=1024):
+    "(blocks, queries): the pairs that the radius and bisector bounds cannot rule out (below `thr`), except b0"
     qs, bs = [], []
     for t0 in range(0, len(dqc), tile):            # a tile of queries at a time: memory (tile, C)
-        d, t = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None]
-        near = (d - t < ix['cell_rmax']) & (d + t > ix['cell_rmin']) & (ix['counts'] > 0)  # the cell may hold one
-        if not exact: near &= torch.arange(len(ix['centres'])) == cell[t0:t0 + tile, None]
+        d, t, c0 = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None], cell[t0:t0 + tile]
+        d0 = d.gather(1, c0[:, None])              # distance to the query's nearest centre
+        near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half']).add_(d, alpha=2 * EPS32)   # radius bound (+ rounding of ||q - c||)
+        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + 1e-12) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
+        if not exact: near &= torch.arange(len(ix['centres'])) == c0[:, None]
         qi, c = near.nonzero(as_tuple=True)
-        dc, tc = d[qi, c], thr[t0 + qi]
+        dc = d[qi, c]; tc = thr[t0 + qi] + 2 * EPS32 * dc
         first, count = _block_range(ix, c, dc - tc, dc + tc)
         start = torch.repeat_interleave(first - (torch.cumsum(count, 0) - count), count)
         b = start + torch.arange(len(start))       # the blocks of each (query, cell) run
@@ -171,22 +186,45 @@ def _candidates(ix, dqc, thr, b0, cell, exact, tile=4096):
         qs.append(q[keep]); bs.append(b[keep])
     return torch.cat(bs), torch.cat(qs)
 
-def _search(ix, q, exact, slack, max_pairs):
-    qd = q.double().cpu(); n = len(qd)
-    dqc = torch.cdist(qd, ix['centres']).float()   # (n, C); its rounding is covered by `slack`
+def _threaded(fn, groups, threads):
+    "`fn` over `groups` in `threads` shares, one thread of one core each: (groups in the order of the results, results)"
+    shares = [groups[i::threads] for i in range(threads)]
+    def run(share):
+        torch.set_num_threads(1)                   # per thread: its share's small products on one core
+        return fn(share)
+    intra = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(threads) as pool: results = list(pool.map(run, shares))
+    finally: torch.set_num_threads(intra)          # the caller's setting (the BLAS thread count is process-wide)
+    return [g for s in shares for g in s], [r for rs in results for r in rs]
+
+def _search(ix, q, exact, slack, max_pairs, threads):
+    qd = q.double().cpu(); qf = qd.float(); n = len(qd)
+    dqc = torch.cat([torch.cdist(qd[s:s + 4096], ix['centres']).float() for s in range(0, n, 4096)])  # (n, C); its rounding: see below
+    qnorm = qd.norm(dim=1)
     bs, be, bc = ix['bs'].tolist(), ix['be'].tolist(), ix['bcell'].tolist()
 
-    def visit(blocks, queries):                    # float32 minimum squared distance of each (block, query) pair
-        B, Q, M = [], [], []
-        for b, qi in _grouped(blocks, queries):
-            v = qd[qi] - ix['centres'][bc[b]]      # (k, D) centred on the cell, float64
-            d2 = torch.addmm(ix['r2_32'][bs[b]:be[b]][None], v.float(), ix['offsets'][bs[b]:be[b]].T, alpha=-2)
-            B.append(torch.full((len(qi),), b)); Q.append(qi); M.append(d2.amin(1).double() + (v * v).sum(1))
-        if not B: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)  # no candidates left
-        return torch.cat(B), torch.cat(Q), torch.cat(M)
+    def minima(groups):                            # float32 min over each block of bias - 2 q.(x - c), for its queries
+        return [torch.addmm(ix['bias'][bs[b]:be[b]][None], qf[qi], ix['offsets'][bs[b]:be[b]].T, alpha=-2).amin(1)
+                for b, qi in groups]
+
+    def visit(blocks, queries):                    # (blocks, queries, float32 minimum squared distance) of each pair
+        groups, M = _threaded(minima, list(_grouped(blocks, queries)), threads)
+        if not groups: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
+        B = torch.cat([torch.full((len(qi),), b) for b, qi in groups]); Q = torch.cat([qi for _, qi in groups])
+        return B, Q, torch.cat(M).double() + dqc[Q, ix['bcell'][B]].double() ** 2   # + ||q - c||^2
+
+    def nearest(groups):                           # float64 nearest feature of each block, for its queries
+        out = []
+        for b, qi in groups:
+            v = qd[qi] - ix['centres'][bc[b]]
+            m, a = torch.addmm(ix['r2'][bs[b]:be[b]][None], v, (ix['bank'][bs[b]:be[b]].double() - ix['centres'][bc[b]]).T, alpha=-2).min(1)
+            out.append((m + (v * v).sum(1), a + bs[b]))
+        return out
 
     def bounds(B, Q, M):                           # guaranteed lower and upper bounds, float32 rounding included
-        err = (4 * qd.shape[1] + 16) * EPS32 * (dqc[Q, ix['bcell'][B]].double() * (1 + 1e-6) + ix['rmax'][B]) ** 2
+        r, dc = ix['rmax'][B], dqc[Q, ix['bcell'][B]].double()
+        err = (4 * qd.shape[1] + 20) * EPS32 * (r * r + 2 * r * (ix['centre_norms'][ix['bcell'][B]] + qnorm[Q])) + 4 * EPS32 * dc * dc
         upper = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, Q, M + err, 'amin')
         return M - err, upper
 
@@ -195,18 +233,16 @@ def _search(ix, q, exact, slack, max_pairs):
     _, upper = bounds(B, Q, M)
     B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack, b0, cell, exact)
     if len(B1) > max_pairs and n > 1:              # too many pairs to hold at once: halve the queries
-        parts = [_search(ix, q[s], exact, slack, max_pairs) for s in (slice(0, n // 2), slice(n // 2, n))]
+        parts = [_search(ix, q[s], exact, slack, max_pairs, threads) for s in (slice(0, n // 2), slice(n // 2, n))]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     B, Q, M = (torch.cat(t) for t in zip((B, Q, M), visit(B1, Q1)))
     lower, upper = bounds(B, Q, M)
     keep = lower <= upper[Q]                       # blocks that may hold the nearest feature: searched in float64
-    best, rows = torch.full((n,), math.inf, dtype=torch.float64), torch.zeros(n, dtype=torch.long)
-    for b, qi in _grouped(B[keep], Q[keep]):
-        v = qd[qi] - ix['centres'][bc[b]]
-        d2 = torch.addmm(ix['r2'][bs[b]:be[b]][None], v, (ix['bank'][bs[b]:be[b]].double() - ix['centres'][bc[b]]).T, alpha=-2)
-        m, a = d2.min(1)
-        better = m + (v * v).sum(1) < best[qi]
-        best[qi[better]], rows[qi[better]] = (m + (v * v).sum(1))[better], a[better] + bs[b]
+    groups, found = _threaded(nearest, list(_grouped(B[keep], Q[keep])), threads)
+    Q, d2, R = torch.cat([qi for _, qi in groups]), torch.cat([m for m, _ in found]), torch.cat([r for _, r in found])
+    best = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, Q, d2, 'amin')
+    rows = torch.zeros(n, dtype=torch.long)
+    win = d2 == best[Q]; rows[Q[win]] = R[win]        # each query's nearest (any one of exact ties)
     return (qd - ix['bank'][rows].double()).norm(dim=1), ix['perm'][rows]  # distance recomputed directly
 
 def search_index(ix:dict, # from `build_index`
@@ -214,11 +250,16 @@ def search_index(ix:dict, # from `build_index`
                  exact:bool=True, # False: the nearest cell only (approximate)
                  q_chunk:int=32768, # queries per pass (memory: about 5 kB per query at 1024 cells)
                  slack:float=1e-5, # added to the pruning bound, covers float64 rounding
-                 max_pairs:int=2**22)->tuple: # candidate (block, query) pairs held at once (memory: ~40 bytes each)
+                 max_pairs:int=2**22, # candidate (block, query) pairs held at once (memory: ~40 bytes each)
+                 threads:int|None=None)->tuple: # worker threads of one core each; None: torch.get_num_threads()
     "Nearest neighbour of each query in the indexed bank: distances (n,) float64 and bank indices (n,)"
+    if ix.get('version') != INDEX_VERSION:
+        raise GlanceSvddError(f"this index has layout version {ix.get('version', 1)}, this glancesvdd needs {INDEX_VERSION}: "
+                              "rebuild it with build_index (load_bank does that for a run's bank.pt)")
+    threads = max(1, threads or torch.get_num_threads())
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision('highest')  # the float32 error bound needs true float32 products
-    try: parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs) for s in range(0, len(q), q_chunk)]
+    try: parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs, threads) for s in range(0, len(q), q_chunk)]
     finally: torch.set_float32_matmul_precision(precision)
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -286,7 +327,12 @@ def score_images(enc, # trained encoder (eval mode)
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
     f = Path(run_dir)/'bank.pt'
-    if f.exists(): return load_torch(f)
+    if f.exists():
+        bank = load_torch(f)
+        stale = [K for K in bank['scales'] if bank[K]['index'].get('version') != INDEX_VERSION]
+        for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # made by an older glancesvdd
+        if stale: save_torch(bank, f)
+        return bank
     train = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
     bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress), paths=list(train['paths']))
