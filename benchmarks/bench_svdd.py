@@ -4,7 +4,7 @@ with a bottle-sized feature bank (exact nearest-neighbour search), and peak memo
     python benchmarks/bench_svdd.py --device cpu --threads 2
     python benchmarks/bench_svdd.py --device cuda
 
-Writes benchmarks/results/svdd_<device type>.json and .md.
+Writes benchmarks/results/svdd_<device type>[_<tag>].json and .md (--tag: to keep figures of several machines).
 
 - Training: the real step of glancesvdd.svdd.train (sampling, crops, noise, one f_small call, losses, Adam) at the
   official batch, 64 pairs of each of the four kinds (1,280 32x32 forwards per step).
@@ -119,7 +119,9 @@ def markdown(r:dict) -> str:
              f"(dense embedding + k-means index, once per run). Test images: {inf['test_images']}; inference times are the median of "
              f"{inf['repeats']} passes over them (all passes, 209-image bank: {', '.join(f'{x:.3f}' for x in inf['s_per_image_all'])} s). "
              f"Encoder: {r['encoder']}. "
-             'Images: synthetic (glancesvdd.data.synthetic_sample), 256x256.']
+             'Images: synthetic (glancesvdd.data.synthetic_sample), 256x256.', '',
+             "The official figures were measured on another 2-core machine that other jobs shared (about 1 to 1.5 effective "
+             "cores); benchmarks/bench_svdd_official.py times the official code on this one (svdd_official_cpu*.md)."]
     if 'brute_force_k32_s_per_image' in inf:
         lines += ['', f"Exactness: the K=32 scores of {r['args']['brute_images']} test image(s) equal a float64 brute-force "
                   f"search to {inf['max_abs_diff_vs_brute_force']:.1e}; that brute force takes "
@@ -141,6 +143,7 @@ def main():
     ap.add_argument('--encoder', default='official', choices=['official', 'random'])
     ap.add_argument('--category', default='logo', help='synthetic category (glancesvdd.data.SYNTHETIC_CATEGORIES)')
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'))
+    ap.add_argument('--tag', default='', help="suffix of the result files' names, e.g. the machine ('epyc')")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     dev = get_device(a.device)
@@ -165,8 +168,9 @@ def main():
         r['speedup_infer_small_bank'] = [o / r['infer_small_bank']['s_per_image'] for o in OFFICIAL['infer_s_per_image']]
     r['load_average_at_end'] = os.getloadavg()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    save_json(r, out/f'svdd_{dev.type}.json')
-    (out/f'svdd_{dev.type}.md').write_text(markdown(r))
+    name = f"svdd_{dev.type}{'_' + a.tag if a.tag else ''}"
+    save_json(r, out/f'{name}.json')
+    (out/f'{name}.md').write_text(markdown(r))
     print(markdown(r))
 
 
