@@ -59,6 +59,11 @@ def images(n:int, split:str, category:str, size:int, seed:int=0) -> torch.Tensor
     return torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 255
 
 
+def result_name(kind:str, device_type:str, tag:str='') -> str:
+    "File stem of a benchmark's results: svdd_cpu, svdd_cpu_epyc, svdd_official_cpu_epyc, ..."
+    return f"{kind}_{device_type}{'_' + tag if tag else ''}"
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
@@ -168,7 +173,7 @@ def main():
         r['speedup_infer_small_bank'] = [o / r['infer_small_bank']['s_per_image'] for o in OFFICIAL['infer_s_per_image']]
     r['load_average_at_end'] = os.getloadavg()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    name = f"svdd_{dev.type}{'_' + a.tag if a.tag else ''}"
+    name = result_name('svdd', dev.type, a.tag)
     save_json(r, out/f'{name}.json')
     (out/f'{name}.md').write_text(markdown(r))
     print(markdown(r))

@@ -20,7 +20,7 @@ CPU edit of research/patchsvdd.md §5).
 Same synthetic images, encoder (the released bottle checkpoint) and bank sizes as bench_svdd.py.
 """
 from __future__ import annotations
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, os, statistics, subprocess, sys, time
 from pathlib import Path
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # as bench_svdd.py
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_svdd import ROOT, images, hardware, peak_rss_gb
-from glancesvdd.core import save_json
+from bench_svdd import ROOT, images, hardware, peak_rss_gb, result_name
+from glancesvdd.core import load_json, save_json
 from glancesvdd.svdd.encoder import load_official_encoder
 from glancesvdd.svdd.infer import build_bank
 from glancesvdd.svdd.train import mean_image, standardise
@@ -60,7 +60,7 @@ def nhwc(x:torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy().astype(np.float32))
 
 
-def official_train(off, x:np.ndarray, steps:int) -> dict:
+def official_train(off, x:np.ndarray, steps:int, lambda_value:float=1.) -> dict:  # main_train.py's --lambda_value default
     networks, datasets, utils, _ = off
     torch.manual_seed(0); np.random.seed(0)
     enc = networks.EncoderHier(64, 64)
@@ -79,7 +79,7 @@ def official_train(off, x:np.ndarray, steps:int) -> dict:
         d = next(it)
         opt.zero_grad()
         loss = (networks.PositionClassifier.infer(cls[64], enc, d['pos_64']) + networks.PositionClassifier.infer(cls[32], enc.enc, d['pos_32'])
-                + 1 * (datasets.SVDD_Dataset.infer(enc, d['svdd_64']) + datasets.SVDD_Dataset.infer(enc.enc, d['svdd_32'])))
+                + lambda_value * (datasets.SVDD_Dataset.infer(enc, d['svdd_64']) + datasets.SVDD_Dataset.infer(enc.enc, d['svdd_32'])))
         loss.backward(); opt.step()
         if i: times.append(time.perf_counter() - t)  # the first step warms up (and starts the workers)
     return dict(steps=steps, s_per_step=statistics.mean(times), s_per_step_all=times)
@@ -151,8 +151,8 @@ def main():
     r['train'] = official_train(off, nhwc(standardise(train, mean_image(train))), a.train_steps)
     print(f"official training: {r['train']['s_per_step']:.2f} s/step", flush=True)
     ckpt = ROOT/'tests'/'fixtures'/'patchsvdd_official'/'bottle_enchier.pkl'
-    enc = off[0].EncoderHier(64, 64); enc.load_state_dict(torch.load(ckpt, map_location='cpu')); enc.eval()
     mine = load_official_encoder(ckpt)
+    enc = off[0].EncoderHier(64, 64); enc.load_state_dict(mine.state_dict()); enc.eval()  # the same weights in the official module
     r['infer'] = []
     for n in a.bank_images:
         bank = build_bank(mine, train[:n])
@@ -160,12 +160,12 @@ def main():
         r['infer'].append(dict(bank_images=n, **inf))
         print(f"official inference, {n}-image bank: {inf['s_per_image']:.2f} s/image", flush=True)
     r['peak_rss_gb'], r['load_average_at_end'] = peak_rss_gb(), os.getloadavg()
-    suffix = '_' + a.tag if a.tag else ''
-    ours_path = Path(a.out)/f'svdd_cpu{suffix}.json'
-    ours = json.loads(ours_path.read_text()) if ours_path.exists() else None
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    save_json(r, out/f'svdd_official_cpu{suffix}.json')
-    (out/f'svdd_official_cpu{suffix}.md').write_text(markdown(r, ours))
+    ours_path = out/f"{result_name('svdd', dev.type, a.tag)}.json"
+    ours = load_json(ours_path) if ours_path.exists() else None
+    name = result_name('svdd_official', dev.type, a.tag)
+    save_json(r, out/f'{name}.json')
+    (out/f'{name}.md').write_text(markdown(r, ours))
     print(markdown(r, ours))
 
 

@@ -17,7 +17,7 @@ from glancesvdd.svdd.infer import (build_bank, build_index, combine_maps, embed_
 from glancesvdd.svdd.train import SvddConfig, embedding_spread, is_collapsed, standardise, train_svdd
 
 FIX = Path(__file__).parent/'fixtures'/'patchsvdd_official'
-# Agreement with the official reference, absolute: the bound. float32 results depend on the CPU's kernels;
+# Agreement with the official reference, absolute (nbs/22_svdd_infer explains the bound). float32 results depend on the CPU's kernels;
 # the largest difference seen is 1.5e-5 (one K=32 embedding, AMD EPYC, torch 2.14.1), and a wrong layer,
 # channel order or normalisation moves them by orders of magnitude more.
 TOL = 1e-4
