@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test nbtest pytest export clean-nbs docs
+.PHONY: demo test nbtest pytest export clean-nbs docs gpu-check screenshot
 
 $(STAMP): requirements.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,17 @@ docs: $(STAMP)
 # README.md is nbs/index.ipynb as Markdown (nbdev_readme needs Quarto, which these machines lack)
 readme: $(STAMP)
 	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README
+
+# The README's picture of the explorer: tests/test_live_lab.py's explorer test, which trains smoke-size runs in JupyterLab and
+# moves the explorer in headless Chromium, writes its last view there (needs Debian's chromium and chromium-driver; .ci/run installs them)
+screenshot: $(STAMP)
+	GLANCESVDD_SCREENSHOT=$(CURDIR)/nbs/images/explorer_live.png $(BIN)/python -m pytest tests/test_live_lab.py -q -ra -k test_explorer_live
+
+# The GPU check of issue 14: correctness on CUDA, throughput at the papers' settings, the speed options, hours per category.
+# Runs with the machine's own python3 (it needs torch and the scientific stack, no venv, no papermill/nbdev) in at most 8 min;
+# writes $(GPU_CHECK_OUT)/$(GPU_CHECK_NAME).json and .md (e.g. `make gpu-check GPU_CHECK_NAME=gpu_h200`).
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= benchmarks/results
+GPU_CHECK_NAME ?= gpu_check
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) --name $(GPU_CHECK_NAME)

@@ -4,19 +4,23 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import shutil, sys, time
-from dataclasses import dataclass, asdict, replace
+import os, re, shutil, sys, time
+from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
+import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
 import torch
 
 from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
-from .runs import run_path, is_done, init_run
+from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
-__all__ = ['METHODS', 'experiments_dir', 'method_api', 'method_config', 'Job', 'execute', 'prepare_run', 'run_job', 'batch',
-           'summary_table']
+__all__ = ['METHODS', 'JOB_FIELDS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
+           'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
+           'run_job', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
 METHODS = ('glance', 'svdd')
@@ -42,11 +46,16 @@ def method_api(method:str)->dict:
         return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance)
     raise GlanceSvddError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
+JOB_FIELDS = ('category', 'seed', 'data_root', 'device')  # declared notebook parameters that are config fields too
+
 def method_config(method:str, params:dict):
-    "The method's config from papermill parameters (names matching its fields), shrunk when `params['smoke']`"
+    "The method's config from papermill parameters (`JOB_FIELDS`), shrunk when `params['smoke']`, then the `config` dict's fields (`--set` wins over `--smoke`)"
     api = method_api(method)
-    cfg = from_params(api['config'], params)
-    return api['smoke'](cfg) if params.get('smoke') else cfg
+    cfg = from_params(api['config'], {k: params[k] for k in JOB_FIELDS if k in params})
+    if params.get('smoke'): cfg = api['smoke'](cfg)
+    over = dict(params.get('config') or {})
+    if bad := sorted(set(over) - {f.name for f in fields(cfg)}): raise GlanceSvddError(f"{', '.join(bad)}: not a field of {type(cfg).__name__}")
+    return replace(cfg, **over)
 
 # %% ../nbs/60_batch.ipynb #79fc9605
 @dataclass(frozen=True)
@@ -67,43 +76,102 @@ class Job:
     def notebooks(self)->tuple: return (f'train_{self.method}', 'evaluate')
     @property
     def parameters(self)->dict:
-        "What papermill injects into the notebooks' `parameters` cell"
+        "What papermill injects into the notebooks' `parameters` cell: the declared names, the config fields as one dict"
         p = asdict(self); p.pop('overrides')
-        return p | dict(self.overrides)
+        return p | dict(config=dict(self.overrides))
+
+# %% ../nbs/60_batch.ipynb #f57f92b6
+@dataclass(frozen=True)
+class ReleaseJob(Job):
+    "A released Patch SVDD encoder scored on its category (method 'svdd-release', notebook evaluate_release)"
+    release_dir: str = 'data/patchsvdd_release'  # a release folder: ckpts/<category>/enchier.pkl
+    allow_modified: bool = False                 # score a file whose sha256 is not the release's (recorded)
+
+    @property
+    def notebooks(self)->tuple: return ('evaluate_release',)
 
 # %% ../nbs/60_batch.ipynb #b8ebc3af
+def _succeeded(nb_file:Path)->bool:
+    "Whether an executed notebook ran every code cell without an error"
+    try: nb = nbformat.read(nb_file, as_version=4)
+    except Exception: return False
+    return not nb.metadata.get('papermill', {}).get('exception') and \
+        all(c.metadata.get('papermill', {}).get('end_time') for c in nb.cells if c.cell_type == 'code')   # a dead kernel leaves cells that never ended
+
+def keep_failed(out:Path, log:Path):
+    "Move an earlier attempt's notebook and log aside as NAME.failed-N.ipynb / .log unless it succeeded, so a rerun keeps the failure's record"
+    if not out.exists() or _succeeded(out): return
+    n = 1 + max((int(m[1]) for f in out.parent.iterdir() if (m := re.fullmatch(rf'{re.escape(out.stem)}\.failed-(\d+)\.\w+', f.name))), default=0)
+    for f in (out, log):
+        if f.exists(): os.replace(f, f.with_name(f'{out.stem}.failed-{n}{f.suffix}'))
+
+class _LogKernelManager(AsyncKernelManager):
+    "A kernel whose own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to the run's log, not the terminal"
+    output = None   # an open file, set for each run by `execute`
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        if self.output is not None: kw.update(stdout=self.output, stderr=self.output)
+        return await super()._async_launch_kernel(kernel_cmd, **kw)
+
 def execute(name:str, job:Job, experiments=None):
-    "Execute experiment notebook `name` for `job`; its executed copy and log go to the run folder"
+    "Execute experiment notebook `name` for `job`; its executed copy and log go to the run folder (a failed earlier attempt's are kept)"
     src = Path(experiments or experiments_dir())/f'{name}.ipynb'
     out, log = job.run_dir/f'{name}.ipynb', job.run_dir/f'{name}.log'
+    keep_failed(out, log)
     with open(log, 'w') as f:
         pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
-                            cwd=Path.cwd())
+                            cwd=Path.cwd(), kernel_manager_class=type('RunKernelManager', (_LogKernelManager,), dict(output=f)))
     return out, log
+
+# %% ../nbs/60_batch.ipynb #89c0f7bf
+class RunFailed(GlanceSvddError):
+    "A run's notebook failed: `reason`, and where its executed notebook and log are"
+    def __init__(self, reason:str, notebook, log):
+        super().__init__(f"{reason}\n  executed notebook: {notebook}\n  log: {log}")
+        self.reason, self.notebook, self.log = reason, str(notebook), str(log)
+
+def run_notebook(name:str, job:Job, experiments=None):
+    "`execute`, with every way a notebook can fail (an error in a cell, a kernel that died) as one `RunFailed`"
+    where = (job.run_dir/f'{name}.ipynb', job.run_dir/f'{name}.log')
+    try: return execute(name, job, experiments)
+    except pm.PapermillExecutionError as e: raise RunFailed(f'{e.ename}: {e.evalue}', *where) from None
+    except DeadKernelError: raise RunFailed(f"the kernel running {name} died (killed, for example by the out-of-memory killer); "
+                                            "run the same command again to resume from the last checkpoint", *where) from None
+    except Exception as e:
+        if isinstance(e, GlanceSvddError): raise
+        if 'Kernel died' in str(e): raise RunFailed(f"the kernel running {name} died while starting; run the same command again", *where) from None
+        raise RunFailed(f'{name} stopped: {type(e).__name__}: {e}', *where) from None
 
 # %% ../nbs/60_batch.ipynb #2b24ac07
 def prepare_run(job:Job, force:bool=False)->Path:
-    "Check (or create) the run folder of `job` for its config; `force` empties it first"
-    if force and job.run_dir.exists(): shutil.rmtree(job.run_dir)
+    "Check (or create) the run folder of `job` for its config; `force` empties it first (but for its lock)"
+    if force and job.run_dir.exists():
+        for f in job.run_dir.iterdir():
+            if f.name != LOCK: shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
     if job.method in METHODS: init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
     job.run_dir.mkdir(parents=True, exist_ok=True)
     return job.run_dir
 
 # %% ../nbs/60_batch.ipynb #0296b178
 def run_job(job:Job, force:bool=False, experiments=None)->dict:
-    "Train and evaluate one run; returns its status ('done', 'skipped' or 'failed') without raising for a failed run"
-    rec = dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir))
-    if is_done(job.run_dir) and not force:
-        return dict(rec, status='skipped', metrics=load_json(job.run_dir/'metrics.json'))
-    t0 = time.time()
-    try: prepare_run(job, force)
-    except GlanceSvddError as e: return dict(rec, status='failed', error=f'GlanceSvddError: {e}', seconds=0.0)
-    for name in job.notebooks:
-        try: execute(name, job, experiments)
-        except pm.PapermillExecutionError as e:
-            return dict(rec, status='failed', error=f'{e.ename}: {e.evalue}', seconds=round(time.time() - t0, 1),
-                        notebook=str(job.run_dir/f'{name}.ipynb'), log=str(job.run_dir/f'{name}.log'))
-    return dict(rec, status='done', seconds=round(time.time() - t0, 1), metrics=load_json(job.run_dir/'metrics.json'))
+    "Train and evaluate one run, holding its folder's lock; returns its status ('done', 'skipped' or 'failed') without raising for a failed run"
+    rec, t0 = dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir)), time.time()
+    try:
+        if is_done(job.run_dir) and not force: return dict(rec, status='skipped', metrics=_metrics(job))
+        if job.method in METHODS:
+            from glancesvdd.data import check_mvtec_layout
+            check_mvtec_layout(job.data_root, job.category)   # a category without test/ fails here, before a kernel starts
+        with run_lock(job.run_dir):
+            prepare_run(job, force)
+            for name in job.notebooks: run_notebook(name, job, experiments)
+            return dict(rec, status='done', seconds=round(time.time() - t0, 1), metrics=_metrics(job))
+    except RunFailed as e:
+        return dict(rec, status='failed', error=e.reason, seconds=round(time.time() - t0, 1), notebook=e.notebook, log=e.log)
+    except GlanceSvddError as e: return dict(rec, status='failed', error=f'GlanceSvddError: {e}', seconds=round(time.time() - t0, 1))
+
+def _metrics(job:Job)->dict:
+    try: return load_json(job.run_dir/'metrics.json')
+    except GlanceSvddError as e:
+        raise GlanceSvddError(f"{e}. Deleting it is safe: the trained model is kept, and the same command evaluates it again") from None
 
 # %% ../nbs/60_batch.ipynb #873e4a4b
 def _devices(device:str)->list:
@@ -121,15 +189,76 @@ def _run_local(jobs, force, experiments, on_done):
         for j in jobs[i::len(devices)]: on_done(run_job(replace(j, device=devices[i]), force, experiments))
     with ThreadPoolExecutor(len(devices)) as ex: list(ex.map(worker, range(len(devices))))
 
+# %% ../nbs/60_batch.ipynb #a542edff
+GPU_SECONDS = dict(  # planning figures, seconds per iteration on one GPU (issue 14's targets until gpu_check measures them)
+    svdd=0.018,              # Patch SVDD step at the official batch: about 98K bottle steps in 30 min
+    glance_imagenet=0.02,    # GLANCE Stage A on ImageNet-size input, batch 64 (teacher at 224 px)
+    glance_finetune=0.01,    # Stage A category fine-tune, batch 16
+    glance_global=0.04)      # Stage B, batch 64: 100K + 200K iterations in about 3 h
+SLURM_DEFAULTS = dict(gpus_per_node=1, cpus_per_task=8, mem_gb=32, nodes=1, additional_parameters=dict(requeue=True))
+MAX_REQUEUES = 20            # time-outs a job may be requeued after before it is given up
+
+def _n_train(job:Job, default:int=391)->int:
+    "Training images of the job's category (unknown: 391, MVTec AD's largest, hazelnut)"
+    d = Path(job.data_root)/job.category/'train'/'good'
+    n = sum(1 for f in d.iterdir() if f.is_file()) if d.is_dir() else 0
+    return n or default
+
+def schedule_seconds(job:Job)->float:
+    "Projected training seconds of `job` on one GPU: its config's iterations times `GPU_SECONDS` (0 for a job that trains nothing)"
+    if job.method not in METHODS: return 0.   # e.g. scoring the official release's encoders (23_svdd_release)
+    cfg = method_config(job.method, job.parameters)
+    if job.method == 'svdd':
+        from glancesvdd.svdd.train import n_iters
+        return n_iters(cfg, _n_train(job)) * GPU_SECONDS['svdd']
+    if job.method == 'glance':
+        a = 0 if cfg.imagenet_dir == 'skip' else cfg.iters_imagenet * GPU_SECONDS['glance_imagenet']
+        return a + cfg.iters_finetune * GPU_SECONDS['glance_finetune'] + cfg.iters * GPU_SECONDS['glance_global']
+
+def slurm_parameters(jobs:list, # the runs of one array
+                     settings:dict|None=None)->dict: # the user's submitit/SLURM settings; they win
+    "SLURM parameters for `jobs`: `SLURM_DEFAULTS`, a time limit sized from their schedule, then `settings`"
+    import math
+    hours = max(schedule_seconds(j) for j in jobs) / 3600 if jobs else 0
+    out = dict(SLURM_DEFAULTS, timeout_min=int(min(max(math.ceil(2 * hours * 60) + 30, 60), 48 * 60)))
+    user = {(k[6:] if k.startswith('slurm_') else k): v for k, v in (settings or {}).items()}
+    if 'time' in user: out.pop('timeout_min')      # SLURM's own name for the limit replaces ours
+    if 'mem' in user: out.pop('mem_gb')
+    if 'additional_parameters' in user:            # merged with ours: --requeue stays
+        user['additional_parameters'] = {**SLURM_DEFAULTS['additional_parameters'], **user['additional_parameters']}
+    return out | user
+
+def _check_slurm(params:dict):
+    from submitit.slurm.slurm import SlurmExecutor, _get_default_parameters
+    valid = set(_get_default_parameters()) | set(SlurmExecutor._equivalence_dict())
+    bad = sorted(set(params) - valid)
+    if bad: raise GlanceSvddError(f"SLURM setting(s) {', '.join(bad)} unknown to submitit; valid: {', '.join(sorted(valid))}")
+
 # %% ../nbs/60_batch.ipynb #2018caf6
-def _run_submitit(jobs, force, experiments, on_done, executor, folder, slurm):
+class Requeueable:
+    "A submitit job function that SLURM requeues when it is preempted or times out; the run resumes from its checkpoint"
+    def __init__(self, fn=run_job): self.fn = fn
+    def __call__(self, *args, **kwargs): return self.fn(*args, **kwargs)
+    def checkpoint(self, *args, **kwargs):  # called by submitit on SIGUSR2: the same call again, in the requeued job
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+def submit_jobs(jobs:list, executor:str='slurm', folder='runs/.submitit', slurm:dict|None=None, force:bool=False,
+                experiments=None, fn=run_job)->list: # fn: what each job runs (tests: a stand-in)
+    "Submit `jobs` through submitit as one job array (SLURM) or local processes; returns their submitit jobs"
     import submitit
-    folder = Path(folder)
+    if force:
+        for j in jobs: prepare_run(j, force=True)   # emptied here, so a requeued job never empties its own progress
     if executor == 'slurm':
-        ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
-        ex.update_parameters(**slurm)
-    else: ex = submitit.LocalExecutor(folder=folder); ex.update_parameters(timeout_min=slurm.get('timeout_min', 60 * 24))
-    futures = [(j, ex.submit(run_job, j, force, experiments)) for j in jobs]
+        params = slurm_parameters(jobs, slurm); _check_slurm(params)
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
+        ex.update_parameters(**ex._convert_parameters(params))   # generic names (timeout_min, mem_gb) -> SLURM's
+    else: ex = submitit.LocalExecutor(folder=folder); ex.update_parameters(timeout_min=(slurm or {}).get('timeout_min', 60 * 24))
+    with ex.batch(): futures = [ex.submit(Requeueable(fn), j, False, experiments) for j in jobs]
+    return futures
+
+def _run_submitit(jobs, force, experiments, on_done, executor, folder, slurm):
+    futures = zip(jobs, submit_jobs(jobs, executor, Path(folder), slurm, force, experiments))
     for j, f in futures:
         try: on_done(f.result())
         except Exception as e:  # the job itself crashed (out of memory, node failure): report it, go on

@@ -4,20 +4,21 @@
 
 # %% ../nbs/61_cli.ipynb #0b98b86a
 from __future__ import annotations
-import ast, os, shutil, sys
+import ast, os, shutil, sys, warnings
 from dataclasses import fields
 from pathlib import Path
 
 import papermill as pm
 from fastcore.script import call_parse, anno_parser, Param, bool_arg, store_true
 
-from .core import GlanceSvddError, PROGRESS_ENV
-from .batch import METHODS, Job, batch, execute, prepare_run, summary_table, method_api
+from .core import GlanceSvddError, PROGRESS_ENV, check_device, parse_field
+from .batch import METHODS, Job, batch, execute, prepare_run, summary_table, method_api, method_config, run_notebook
+from .runs import run_lock
 
 # %% auto #0
-__all__ = ['DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'parse_methods', 'parse_categories',
-           'parse_overrides', 'download', 'train', 'evaluate', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs',
-           'main']
+__all__ = ['MODEL_FILE', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'parse_methods', 'parse_categories',
+           'parse_overrides', 'download', 'train', 'evaluate', 'release_jobs', 'evaluate_release', 'parse_slurm',
+           'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def parse_methods(methods:str)->list:
@@ -27,7 +28,8 @@ def parse_methods(methods:str)->list:
     if bad or not out: raise GlanceSvddError(f"unknown method {', '.join(bad) or repr(methods)}: choose from {', '.join(METHODS)}")
     return out
 
-def parse_categories(categories:str, data:str)->list:
+def parse_categories(categories:str, data:str,
+                     check:bool=True)->list: # check each category's layout; False (batch): only the root, each run checks its own
     "'all' or 'a,b' -> category names, each checked against the data root's layout"
     from glancesvdd.data import MVTEC_CATEGORIES, check_mvtec_layout
     root = Path(data)
@@ -36,59 +38,83 @@ def parse_categories(categories:str, data:str)->list:
         if root.is_dir() and not any((root/c).is_dir() for c in MVTEC_CATEGORIES):
             cats = sorted(p.name for p in root.iterdir() if (p/'train').is_dir()) or cats
     else: cats = [c.strip() for c in categories.split(',') if c.strip()]
-    for c in cats: check_mvtec_layout(root, c)
+    for c in (cats if check or not root.is_dir() else []): check_mvtec_layout(root, c)
     return cats
 
 # %% ../nbs/61_cli.ipynb #9ac484ae
-def _value(v:str):
-    try: return ast.literal_eval(v)
-    except (ValueError, SyntaxError): return v
+def _split_pairs(text:str)->list:
+    "'a=1,b=(0.5,0.9)' -> ['a=1', 'b=(0.5,0.9)']: a comma inside brackets or quotes does not split"
+    items, cur, depth, quote = [], '', 0, None
+    for ch in text:
+        if quote: quote = None if ch == quote else quote
+        elif ch in '\'"': quote = ch
+        elif ch in '([{': depth += 1
+        elif ch in ')]}': depth -= 1
+        elif ch == ',' and depth == 0: items.append(cur); cur = ''; continue
+        cur += ch
+    return [i for i in items + [cur] if i.strip()]
 
 def parse_overrides(text:str|None, methods:list)->tuple:
-    "'a=1,b=x' -> (('a', 1), ('b', 'x')), each name checked against the methods' config fields"
+    "'a=1,b=(0.5,0.9)' -> (('a', 1), ('b', (0.5, 0.9))): each value read by its field's declared type (00_core) and checked"
     if not text: return ()
-    pairs = []
-    for item in text.split(','):
+    pairs, out = {}, {}
+    for item in _split_pairs(text):
         if '=' not in item: raise GlanceSvddError(f"--set takes field=value pairs separated by commas, not {item!r}")
-        k, v = (t.strip() for t in item.split('=', 1)); pairs.append((k, _value(v)))
+        k, v = (t.strip() for t in item.split('=', 1)); pairs[k] = v
     for m in methods:
-        names = {f.name for f in fields(method_api(m)['config'])}
-        bad = [k for k, _ in pairs if k not in names]
+        cls = method_api(m)['config']; names = {f.name for f in fields(cls)}
+        bad = [k for k in pairs if k not in names]
         if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a field of the {m} config; fields: {', '.join(sorted(names))}")
-    return tuple(pairs)
+        out |= {k: parse_field(cls, k, v) for k, v in pairs.items()}
+    return tuple(out.items())
 
 # %% ../nbs/61_cli.ipynb #caf02696
+MODEL_FILE = dict(svdd='model.pt', glance='glance.pt')   # the trained model `evaluate` needs
+
 def _run_step(name:str, job:Job, force:bool=False):
-    prepare_run(job, force)   # a folder made with another config is refused here, before anything is written
-    try: out, log = execute(name, job)
-    except pm.PapermillExecutionError as e:
-        raise GlanceSvddError(f"{e.ename}: {e.evalue}\n  executed notebook: {job.run_dir/(name + '.ipynb')}\n  log: {job.run_dir/(name + '.log')}") from None
+    model = job.run_dir/MODEL_FILE.get(job.method, '')
+    if name == 'evaluate' and job.method in MODEL_FILE and not model.is_file():
+        raise GlanceSvddError(f"no trained model at {model}: train it first (`glancesvdd train {job.method} {job.category}` with the "
+                              "same --data, --runs, --seed and --set); nothing was written")
+    with run_lock(job.run_dir):   # a second process in the same run folder is refused
+        prepare_run(job, force)   # a folder made with another config is refused here, before anything is written
+        out, log = run_notebook(name, job)   # a failed cell or a dead kernel: one message with the notebook and its log
     print(f"{name}: done -> {out}")
 
 # %% ../nbs/61_cli.ipynb #18af590d
 @call_parse
-def download(dataset:Param("mvtec or cifar10", str),
+def download(dataset:Param("mvtec, cifar10 or patchsvdd-release", str),
              root:Param("where the data go", str)='data',
              archive:Param("a manually downloaded archive to verify and extract instead of downloading", str)=None,
-             categories:Param("MVTec AD categories, comma-separated (default: all)", str)=None):
-    "Download (or extract a local archive of) MVTec AD or CIFAR-10"
+             categories:Param("MVTec AD categories, comma-separated (default: all)", str)=None,
+             from_dir:Param("patchsvdd-release: a clone of the official repository instead of a download (also --from)", str)=None,
+             sha256:Param("mvtec: the archive's SHA-256 (default: the full official archive's); 'none' skips the check, e.g. for a per-category archive (recorded in ROOT/mvtec_ad_download.json)", str)=None):
+    "Download (or extract a local archive of) MVTec AD, CIFAR-10 or the official Patch SVDD checkpoints"
     from glancesvdd.data import download_mvtec, CIFAR10OneClass
-    if dataset == 'mvtec':
+    if dataset == 'patchsvdd-release':
+        from glancesvdd.svdd.release import download_release
+        rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories.split(',') if categories else None)
+        print(f"Patch SVDD release checkpoints ready at {rel} (sha256 checked); pass it as `glancesvdd evaluate svdd --release {rel}`")
+    elif dataset == 'mvtec':
         cats = categories.split(',') if categories else None
-        print(f"MVTec AD ready at {download_mvtec(root, categories=cats, archive=archive)}")
+        from glancesvdd.data import MVTEC_SHA256
+        sha = MVTEC_SHA256 if sha256 is None else None if sha256.lower() == 'none' else sha256
+        print(f"MVTec AD ready at {download_mvtec(root, categories=cats, archive=archive, sha256=sha)}")
     elif dataset == 'cifar10':
         if archive:  # torchvision extracts (and md5-checks) cifar-10-python.tar.gz found in the root
             if not Path(archive).is_file(): raise GlanceSvddError(f"archive {archive} does not exist")
             Path(root).mkdir(parents=True, exist_ok=True); shutil.copy(archive, Path(root)/'cifar-10-python.tar.gz')
         for split in ('train', 'test'): CIFAR10OneClass(root, 0, split, download=not archive)
         print(f"CIFAR-10 ready in {root}")
-    else: raise GlanceSvddError(f"unknown dataset {dataset!r}: choose mvtec or cifar10")
+    else: raise GlanceSvddError(f"unknown dataset {dataset!r}: choose mvtec, cifar10 or patchsvdd-release")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
 def _job(method, category, data, runs, device, seed, smoke, overrides):
-    parse_methods(method); parse_categories(category, data)
-    return Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
-               overrides=parse_overrides(overrides, [method]))
+    parse_methods(method); check_device(device); parse_categories(category, data)
+    job = Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
+              overrides=parse_overrides(overrides, [method]))
+    method_config(method, job.parameters)   # the whole config checked (types, limits, the method's constraints) before a kernel starts
+    return job
 
 @call_parse
 def train(method:Param("glance or svdd", str),
@@ -97,7 +123,7 @@ def train(method:Param("glance or svdd", str),
           runs:Param("runs root", str)='runs',
           device:Param("auto, cpu, cuda, cuda:1 ...", str)='auto',
           seed:Param("seed", int)=0,
-          smoke:Param("tiny sizes (CPU check)", store_true)=False,
+          smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
           set:Param("config fields, e.g. 'iters=1000,teacher_weights=untrained'", str)=None,
           force:Param("empty the run folder and train from scratch", store_true)=False):
     "Train one method on one category (resumes an interrupted run)"
@@ -105,15 +131,71 @@ def train(method:Param("glance or svdd", str),
 
 @call_parse
 def evaluate(method:Param("glance or svdd", str),
-             category:Param("category to evaluate", str),
+             category:Param("category to evaluate (with --release: see --categories)", str, opt=False, nargs='?')=None,
              data:Param("MVTec AD root", str)='data/mvtec_ad',
              runs:Param("runs root", str)='runs',
              device:Param("auto, cpu, cuda, cuda:1 ...", str)='auto',
              seed:Param("seed", int)=0,
-             smoke:Param("tiny sizes (CPU check)", store_true)=False,
-             set:Param("config fields, as given to train", str)=None):
-    "Score the test images of a trained run and write its metrics"
+             smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
+             set:Param("config fields, as given to train", str)=None,
+             release:Param("svdd: score the official release's encoders in this folder (ckpts/<category>/enchier.pkl)", str)=None,
+             categories:Param("with --release: 'all' or comma-separated categories", str)=None,
+             executor:Param("with --release: local, slurm or submitit-local", str)='local',
+             allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded; also --allow-modified)", store_true)=False,
+             force:Param("with --release: redo finished runs", store_true)=False):
+    "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
+    if release is not None:
+        return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified, force)
+    if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
+
+# %% ../nbs/61_cli.ipynb #849dd9ef
+def release_jobs(release:str, categories:str, data:str, runs:str, device:str='auto', seed:int=0, overrides=None,
+                 allow_modified:bool=False)->list:
+    "One `ReleaseJob` per category, each checkpoint checked (layout, sha256, EncoderHier) before anything runs"
+    from glancesvdd.batch import ReleaseJob
+    from glancesvdd.svdd.release import RELEASE_METHOD, check_release_dir, verify_checkpoint
+    from glancesvdd.svdd.encoder import load_official_encoder
+    rel, cats = check_release_dir(release), parse_categories(categories, data, check=False)   # a broken category fails alone
+    for c in cats: load_official_encoder(verify_checkpoint(rel, c, allow_modified)['checkpoint'])
+    over = parse_overrides(overrides, ['svdd'])
+    return [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
+                       release_dir=str(rel), allow_modified=allow_modified) for c in cats]
+
+def evaluate_release(method, release, categories, data, runs, device='auto', seed=0, overrides=None, executor='local',
+                     allow_modified=False, force=False)->list:
+    "`glancesvdd evaluate svdd --release DIR`: the release's encoders scored through `batch`; a summary table"
+    if method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `evaluate svdd --release`, not {method!r}")
+    results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor, force=force)
+    print(summary_table(results))
+    failed = [r for r in results if r['status'] == 'failed']
+    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} release runs failed (see the table above); the others are kept")
+    return results
+
+# %% ../nbs/61_cli.ipynb #8ce4781f
+def parse_slurm(text:str|None=None, # 'k=v,...' pairs
+                config:str|None=None)->dict: # a JSON or YAML file of settings
+    "Cluster settings for submitit: the file's, then the pairs of `text` over them"
+    out = {}
+    if config:
+        path = Path(config)
+        if not path.is_file(): raise GlanceSvddError(f"--slurm-config {path} does not exist")
+        try:
+            if path.suffix.lower() in ('.yaml', '.yml'):
+                import yaml
+                out = yaml.safe_load(path.read_text()) or {}
+            else:
+                import json
+                out = json.loads(path.read_text())
+        except Exception as e: raise GlanceSvddError(f"--slurm-config {path} is not valid {path.suffix[1:] or 'JSON'} ({e})") from None
+        if not isinstance(out, dict): raise GlanceSvddError(f"--slurm-config {path} must hold a mapping of settings, not {type(out).__name__}")
+    for item in (text or '').split(','):
+        if not item.strip(): continue
+        if '=' not in item: raise GlanceSvddError(f"--slurm takes key=value pairs separated by commas, not {item!r}")
+        k, v = (t.strip() for t in item.split('=', 1))
+        try: out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): out[k] = v
+    return out
 
 # %% ../nbs/61_cli.ipynb #21bf25ba
 @call_parse
@@ -125,16 +207,19 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
               device:Param("auto (one run per GPU), cpu, cuda:0 ...", str)='auto',
               executor:Param("local, slurm or submitit-local", str)='local',
               force:Param("redo finished runs", store_true)=False,
-              smoke:Param("tiny sizes (CPU check)", store_true)=False,
-              set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None):
+              smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
+              set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None,
+              slurm:Param("SLURM settings for --executor slurm, e.g. 'partition=gpu,gpus_per_node=1,timeout_min=2880'", str)=None,
+              slurm_config:Param("a JSON or YAML file of SLURM settings (--slurm pairs override it)", str)=None):
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
-    methods, cats = parse_methods(method), parse_categories(categories, data)
-    overrides = parse_overrides(set, methods)
+    methods, cats = parse_methods(method), parse_categories(categories, data, check=False)   # a broken category fails alone
+    check_device(device); overrides = parse_overrides(set, methods)
     try: seed_list = [int(s) for s in seeds.split(',')]
     except ValueError: raise GlanceSvddError(f"seeds must be integers separated by commas, not {seeds!r}") from None
     jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides)
             for m in methods for c in cats for s in seed_list]
-    results = batch(jobs, executor=executor, force=force)
+    for m in methods: method_config(m, next(j for j in jobs if j.method == m).parameters)   # checked before any kernel starts
+    results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config))
     print(summary_table(results))
     failed = [r for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} runs failed (see the table above); the others are kept")
@@ -145,6 +230,7 @@ def report(runs:Param("runs root", str)='runs',
            out:Param("output folder", str)='figures'):
     "Render the papers' tables and figures from whatever runs exist"
     from glancesvdd.reports import render_report
+    if not Path(runs).is_dir(): raise GlanceSvddError(f"runs folder {runs} does not exist: give the --runs folder that train or batch wrote to")
     files = render_report(runs, out)
     print(f"wrote {len(files)} files; start at {Path(out)/'index.md'}")
 
@@ -153,8 +239,8 @@ DEMO_CATEGORIES = 'brick,logo'   # one texture and one object-like synthetic cat
 DEMO_DATA = dict(n_train=12, n_test_good=4, n_test_defect=2)   # 4 good + 10 defective test images per category
 DEMO_SIZES = dict(  # CPU demo sizes (the papers' values are the config defaults)
     svdd=dict(iters=200, batch_size=16, ckpt_every=50),
-    glance=dict(iters_imagenet=0, iters_finetune=200, batch_finetune=16, teacher_size=96, iters=200, batch_size=16,
-                ckpt_every=50))
+    glance=dict(imagenet_dir='skip', iters_finetune=200, batch_finetune=16, teacher_size=96, iters=200, batch_size=16,
+                ckpt_every=50))  # no ImageNet here: its stage is skipped by name, and the report says so
 WEIGHTS = Path('data')/'resnet18-5c106cde.pth'
 
 def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
@@ -207,6 +293,11 @@ def docs(out:Param("the site folder", str)='docs/_site',
 
 # %% ../nbs/61_cli.ipynb #887d0454
 COMMANDS = dict(download=download, train=train, evaluate=evaluate, batch=batch_cmd, report=report, demo=demo, docs=docs)
+_ALIASES = {'--from': '--from_dir', '--allow-modified': '--allow_modified', '--slurm-config': '--slurm_config'}  # spellings a Python name cannot have
+
+def _alias(arg:str)->str:
+    name, eq, value = arg.partition('=')
+    return _ALIASES.get(name, name) + eq + value
 
 def main(argv=None)->int:
     "Entry point of the `glancesvdd` command"
@@ -219,10 +310,14 @@ def main(argv=None)->int:
         print(f"glancesvdd: error: unknown command {argv[0]!r}: choose from {', '.join(COMMANDS)}", file=sys.stderr); return 2
     func = COMMANDS[argv[0]]
     if argv[0] in ('train', 'evaluate', 'batch', 'demo'): os.environ.setdefault(PROGRESS_ENV, 'log')  # the notebooks' bars go to log files (00_core)
+    argv = [_alias(a) for a in argv]
     args = vars(anno_parser(func.__wrapped__, prog=f'glancesvdd {argv[0]}').parse_args(argv[1:]))
     args.pop('pdb', None); args.pop('xtra', None)
+    warnings.formatwarning = lambda msg, *a, **k: f"glancesvdd: warning: {msg}\n"   # one line each, no source line
     try: func(**args)
     except GlanceSvddError as e:
+        print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
+    except OSError as e:   # the file system said no: a file where a folder should be, no permission, a full disk
         print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print("glancesvdd: interrupted; finished runs are kept, run the same command again to continue", file=sys.stderr); return 130

@@ -4,9 +4,9 @@
 
 # %% ../nbs/00_core.ipynb #c0635f64
 from __future__ import annotations
-import json, os, random, tempfile, zipfile, pickle
+import ast, json, math, os, random, re, tempfile, types, typing, zipfile, pickle
 from contextlib import contextmanager
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, MISSING
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,11 @@ from tqdm.auto import tqdm as tqdm_auto
 from tqdm.std import tqdm as tqdm_text
 
 # %% auto #0
-__all__ = ['PROGRESS_ENV', 'GlanceSvddError', 'seed_everything', 'get_device', 'data_root', 'runs_root', 'from_params',
-           'progress_bar', 'to_numpy', 'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json', 'load_json',
-           'save_torch', 'load_torch', 'save_npz']
+__all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'DEVICE', 'PROGRESS_ENV', 'GlanceSvddError', 'seed_everything',
+           'get_device', 'autocast', 'full_float32', 'data_root', 'runs_root', 'from_params', 'Between', 'OneOf',
+           'Matches', 'check_device', 'check_value', 'check_config', 'parse_field', 'progress_bar', 'to_numpy',
+           'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json', 'load_json', 'save_torch', 'load_torch',
+           'save_npz']
 
 # %% ../nbs/00_core.ipynb #c021a2b9
 class GlanceSvddError(Exception):
@@ -43,6 +45,26 @@ def get_device(device:str|None=None): # 'cuda', 'cpu', 'cuda:1' ...; `None` pick
         raise GlanceSvddError(f"device {device!r} was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
     return dev
 
+# %% ../nbs/00_core.ipynb #58d38f62
+PRECISIONS = ('fp32', 'bf16')  # float32 (the papers'), or bfloat16 autocast (opt-in)
+
+def autocast(device, # where the step runs: a torch.device or 'cpu', 'cuda', 'cuda:1' ...
+             precision:str='fp32'): # one of PRECISIONS
+    "The context a training step's forward pass and losses run in: a no-op for 'fp32', bfloat16 autocast for 'bf16'"
+    if precision not in PRECISIONS: raise GlanceSvddError(f"precision={precision!r}: choose from {', '.join(PRECISIONS)}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+
+# %% ../nbs/00_core.ipynb #f3248ba4
+@contextmanager
+def full_float32():
+    "Inside: float32 convolutions and matrix products in full precision (no TF32, on any device); the caller's settings restored after"
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = torch.get_float32_matmul_precision(), conv.fp32_precision, mm.fp32_precision
+    torch.set_float32_matmul_precision('highest'); conv.fp32_precision = mm.fp32_precision = 'ieee'
+    try: yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0]); conv.fp32_precision, mm.fp32_precision = saved[1:]
+
 # %% ../nbs/00_core.ipynb #47eb7fac
 def data_root(root=None)->Path:
     "Where datasets live: `root`, else `$GLANCESVDD_DATA`, else `./data`"
@@ -57,6 +79,139 @@ def from_params(cls, ns:dict):
     "Build dataclass `cls` from the names in `ns` (e.g. `globals()`) that match its fields"
     if not is_dataclass(cls): raise TypeError(f"{cls} is not a dataclass")
     return cls(**{f.name: ns[f.name] for f in fields(cls) if f.name in ns})
+
+# %% ../nbs/00_core.ipynb #b775dde3
+class Between:
+    "Limit of a numeric config field: lo <= value <= hi (None: no bound); `open_lo`/`open_hi` make that end strict"
+    def __init__(self, lo=None, hi=None, open_lo:bool=False, open_hi:bool=False, why:str=''):
+        self.lo, self.hi, self.open_lo, self.open_hi, self.why = lo, hi, open_lo, open_hi, why
+    def __contains__(self, v):
+        return ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo)) and
+                (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
+    def __str__(self):
+        if self.hi is None: return f"{'>' if self.open_lo else '>='} {self.lo}"
+        if self.lo is None: return f"{'<' if self.open_hi else '<='} {self.hi}"
+        return f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+
+class OneOf:
+    "Limit of a config field to a few values"
+    def __init__(self, *values, why:str=''): self.values, self.why = values, why
+    def __contains__(self, v): return v in self.values
+    def __str__(self): return f"one of {', '.join(map(repr, self.values))}" if len(self.values) > 1 else repr(self.values[0])
+
+class Matches:
+    "Limit of a string config field to a regular expression"
+    def __init__(self, pattern:str, what:str, why:str=''): self.pattern, self.what, self.why = pattern, what, why
+    def __contains__(self, v): return isinstance(v, str) and re.fullmatch(self.pattern, v) is not None
+    def __str__(self): return self.what
+
+POSITIVE, NON_NEGATIVE, COUNT = Between(0, open_lo=True), Between(0), Between(1)   # > 0, >= 0, >= 1
+DEVICE = Matches(r'auto|cpu|mps|cuda(:\d+)?', "auto, cpu, cuda or cuda:N")         # what `get_device` takes
+
+# %% ../nbs/00_core.ipynb #d482b41d
+def check_device(device:str|None)->str|None:
+    "`device` checked before any kernel starts: auto, cpu, cuda or cuda:N, and present on this machine"
+    if device not in (None, '') and device not in DEVICE: raise GlanceSvddError(f"device {device!r}: expected {DEVICE}")
+    dev = get_device(device)
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GlanceSvddError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    return device
+
+# %% ../nbs/00_core.ipynb #b0e3573a
+class _Bad(ValueError): "A value that does not fit a type: the message says what was expected"
+
+def _none(tp): return tp is type(None) or tp is None
+
+def _coerce(tp, v):
+    "`v` as declared type `tp` (normalised), or `_Bad` saying what `tp` expects"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and any(map(_none, args)): return None
+        expected = []
+        for a in (a for a in args if not _none(a)):
+            try: return _coerce(a, v)
+            except _Bad as e: expected.append(str(e))
+        raise _Bad(' or '.join(expected + ['None'] * any(map(_none, args))))
+    if origin is typing.Literal:
+        if v in args: return v
+        raise _Bad(f"one of {', '.join(map(repr, args))}")
+    if tp is bool:
+        if isinstance(v, (bool, np.bool_)): return bool(v)
+        raise _Bad('True or False')
+    if tp is int:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)): return int(v)
+        if isinstance(v, (float, np.floating)) and float(v).is_integer(): return int(v)
+        raise _Bad('an integer')
+    if tp is float:
+        if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v): return float(v)
+        raise _Bad('a finite number')
+    if tp is str:
+        if isinstance(v, (str, Path)): return str(v)
+        raise _Bad('a string')
+    if tp is Path:
+        if isinstance(v, (str, Path)): return Path(v)
+        raise _Bad('a path')
+    if tp is tuple or origin is tuple:
+        if not isinstance(v, (tuple, list)): raise _Bad('a tuple such as (0.5, 0.9)')
+        return tuple(_coerce(args[0], x) for x in v) if len(args) == 2 and args[1] is Ellipsis else \
+               tuple(_coerce(a, x) for a, x in zip(args, v)) if args and len(args) == len(v) else tuple(v)
+    if isinstance(tp, type) and not isinstance(v, tp): raise _Bad(f"a {tp.__name__}")
+    return v
+
+# %% ../nbs/00_core.ipynb #94853e15
+def check_value(cls, # a config dataclass
+                name:str, value): # one of its fields, and a value for it
+    "`value` checked against the declared type of field `name` of `cls` and its `limits`, normalised; GlanceSvddError if it does not fit"
+    f = {f.name: f for f in fields(cls)}[name]
+    tp, limit = typing.get_type_hints(cls)[name], getattr(cls, 'limits', {}).get(name)
+    def bad(expected, why=''):
+        return GlanceSvddError(f"{cls.__name__}.{name}: expected {expected}, given {value!r}" + (f" ({why})" if why else ''))
+    try: v = _coerce(tp, value)
+    except _Bad as e: raise bad(e) from None
+    default = f.default if f.default is not MISSING else None
+    if isinstance(v, tuple) and isinstance(default, tuple) and len(v) != len(default):
+        raise bad(f"{len(default)} values, like the default {default!r}")
+    if limit is not None and v is not None:
+        for x in (v if isinstance(v, tuple) and not isinstance(limit, OneOf) else (v,)):
+            if x not in limit: raise bad(f"{'each value ' if isinstance(v, tuple) else ''}{limit}", limit.why)
+    return v
+
+def check_config(cfg):
+    "Check (and normalise) every field of the config dataclass `cfg`; call it first in the config's `__post_init__`"
+    for f in fields(cfg):
+        v = check_value(type(cfg), f.name, getattr(cfg, f.name))
+        if v is not getattr(cfg, f.name): object.__setattr__(cfg, f.name, v)  # frozen dataclass
+
+# %% ../nbs/00_core.ipynb #0df8242f
+_TRUE, _FALSE = ('true', 'yes', 'on', '1'), ('false', 'no', 'off', '0')
+
+def _parse(tp, text:str):
+    "The command-line `text` read as declared type `tp` (not yet checked)"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text == 'None' and any(map(_none, args)): return None
+        for a in (a for a in args if not _none(a)):
+            v = _parse(a, text)
+            if v is not text: return v
+        return text
+    if tp is bool: return True if text.lower() in _TRUE else False if text.lower() in _FALSE else text
+    if tp in (int, float):
+        for conv in (int, float):
+            try: n = conv(text)
+            except ValueError: continue
+            return n if tp is float or float(n).is_integer() else text
+        return text
+    if tp is tuple or origin is tuple or origin is typing.Literal:
+        try: return ast.literal_eval(text)
+        except (ValueError, SyntaxError): return text
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"' else text  # str, Path: as written
+
+def parse_field(cls, # a config dataclass
+                name:str, text:str): # a field, and its value as written on a command line
+    "The value of field `name` written as `text` (`--set name=text`), parsed by the field's declared type and checked"
+    names = {f.name for f in fields(cls)}
+    if name not in names: raise GlanceSvddError(f"{name}: not a field of {cls.__name__}; fields: {', '.join(sorted(names))}")
+    return check_value(cls, name, _parse(typing.get_type_hints(cls)[name], text.strip()))
 
 # %% ../nbs/00_core.ipynb #cb75d351
 PROGRESS_ENV = 'GLANCESVDD_PROGRESS'   # 'log': text bars every 30 s, for output that goes to a log file
@@ -131,14 +286,17 @@ def save_torch(obj, path):
     "`torch.save` to `path`, atomically"
     with atomic_path(path) as tmp: torch.save(obj, tmp)
 
-def load_torch(path, map_location='cpu', weights_only:bool=False):
-    "`torch.load` with a clear error for a missing or damaged file"
+def load_torch(path, map_location='cpu', weights_only:bool=False,
+               what:str='checkpoint', # what the file should be, for the messages
+               hint:str='delete it to start from the previous one'): # what to do about a damaged one
+    "`torch.load` with a clear error for a missing, misplaced or damaged file"
     path = Path(path)
-    if not path.exists(): raise GlanceSvddError(f"checkpoint {path} does not exist")
+    if not path.exists(): raise GlanceSvddError(f"{what} {path} does not exist")
+    if path.is_dir(): raise GlanceSvddError(f"{what} {path} is a folder, not a file")
     try: return torch.load(path, map_location=map_location, weights_only=weights_only)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise GlanceSvddError(f"checkpoint {path} is damaged or not a PyTorch file ({type(e).__name__}: {e}); "
-                              "delete it to start from the previous one") from None
+        raise GlanceSvddError(f"{what} {path} is damaged or not a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                              f"{hint}") from None
 
 # %% ../nbs/00_core.ipynb #65d193cd
 def save_npz(path, **arrays):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #254b577a
 from __future__ import annotations
-import hashlib, http.client, lzma, os, pickle, shutil, tarfile, tempfile, urllib.error, urllib.request, zlib
+import hashlib, http.client, lzma, os, pickle, shutil, tarfile, tempfile, time, urllib.error, urllib.request, warnings, zlib
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -17,13 +17,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity, extract_archive
 
-from .core import GlanceSvddError, progress_bar
+from .core import GlanceSvddError, progress_bar, load_json, save_json
 
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
-           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE',
-           'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image', 'load_mask', 'MVTecAD',
-           'load_split', 'sha256sum', 'download_file', 'download_mvtec', 'CIFAR10OneClass']
+           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'MVTEC_URL', 'MVTEC_SHA256',
+           'MVTEC_ARCHIVE', 'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image', 'load_mask',
+           'MVTecAD', 'load_split', 'load_config_split', 'sha256sum', 'download_file', 'download_mvtec',
+           'CIFAR10OneClass']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -264,30 +265,44 @@ def _open(path)->Image.Image:
         raise GlanceSvddError(f"cannot read image {path} ({type(e).__name__}: {e}); the file is damaged or not an "
                               "image: download it again or remove it") from None
 
-def _image_tensor(im:Image.Image, size:int|None)->torch.Tensor:
-    im = im.convert('RGB')  # grayscale: the channel is replicated (Patch SVDD supp. S3.1)
-    if size and im.size != (size, size): im = im.resize((size, size), Image.BILINEAR)
+RESIZE_FILTERS = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR, 'nearest': Image.NEAREST,
+                  'lanczos': Image.LANCZOS, 'box': Image.BOX, 'hamming': Image.HAMMING}  # PIL's resampling filters by name
+
+def _resized(im:Image.Image, size:int|None, filter:str)->Image.Image:
+    "`im` resized to (size, size) with PIL filter `filter`; unchanged when it already has that size or `size` is None"
+    if filter not in RESIZE_FILTERS:
+        raise GlanceSvddError(f"unknown resize filter {filter!r}: choose from {', '.join(RESIZE_FILTERS)}")
+    return im.resize((size, size), RESIZE_FILTERS[filter]) if size and im.size != (size, size) else im
+
+def _image_tensor(im:Image.Image, size:int|None, filter:str='bicubic')->torch.Tensor:
+    im = _resized(im.convert('RGB'), size, filter)  # grayscale: the channel is replicated (Patch SVDD supp. S3.1); resized as uint8
     return torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
-def _mask_tensor(im:Image.Image, size:int|None)->torch.Tensor:
-    im = im.convert('L')
-    if size and im.size != (size, size): im = im.resize((size, size), Image.NEAREST)
-    return torch.from_numpy((np.asarray(im) > 127).astype(np.float32))[None]  # (1, H, W)
+def _mask_tensor(im:Image.Image, size:int|None, filter:str='bicubic', threshold:int=128)->torch.Tensor:
+    im = _resized(im.convert('L'), size, filter)
+    return torch.from_numpy((np.asarray(im) > threshold).astype(np.float32))[None]  # (1, H, W)
 
-def load_image(path, size:int|None=256)->torch.Tensor:
+def load_image(path, size:int|None=256,
+               filter:str='bicubic')->torch.Tensor:  # PIL's default, as the official codes/mvtecad.py
     "An image file as float32 RGB (3, S, S) in [0, 1]; `size=None` keeps its size"
-    return _image_tensor(_open(path), size)
+    return _image_tensor(_open(path), size, filter)
 
-def load_mask(path, size:int|None=256)->torch.Tensor:
+def load_mask(path, size:int|None=256,
+              filter:str='bicubic', # the official code resizes masks like images ...
+              threshold:int=128)->torch.Tensor: # ... then keeps values > 128 (official get_mask)
     "A mask file as float32 (1, S, S) of 0/1"
-    return _mask_tensor(_open(path), size)
+    return _mask_tensor(_open(path), size, filter, threshold)
 
 # %% ../nbs/01_data.ipynb #d2b66de7
 class MVTecAD(Dataset):
     "One category and split of MVTec AD (or any folder in its layout), as dicts of tensors"
     def __init__(self, root, category:str, split:str='train',
-                 image_size:int|None=256):  # images resized to 256x256 (Patch SVDD supp. S3.1); None keeps the size
+                 image_size:int|None=256,      # images resized to 256x256 (Patch SVDD supp. S3.1); None keeps the size
+                 image_filter:str='bicubic',   # PIL's default on the uint8 image (official codes/mvtecad.py)
+                 mask_filter:str='bicubic',    # masks resized the same way ...
+                 mask_threshold:int=128):      # ... then > 128 (official get_mask)
         self.root, self.category, self.split, self.image_size = Path(root).resolve(), category, split, image_size  # absolute paths: runs name their images wherever they are read
+        self.image_filter, self.mask_filter, self.mask_threshold = image_filter, mask_filter, mask_threshold
         self.samples = check_mvtec_layout(self.root, category, (split,))[split]
         self.labels = [int(defect != 'good') for _, _, defect in self.samples]
         self.defects = [defect for _, _, defect in self.samples]
@@ -296,25 +311,42 @@ class MVTecAD(Dataset):
 
     def __getitem__(self, i):
         path, mask_path, defect = self.samples[i]
-        im = _open(path); image = _image_tensor(im, self.image_size)
+        im = _open(path); image = _image_tensor(im, self.image_size, self.image_filter)
         if mask_path is None: mask = torch.zeros(1, *image.shape[1:])
         else:
             m = _open(mask_path)
             if m.size != im.size:
                 raise GlanceSvddError(f"mask {mask_path} is {m.size[0]}x{m.size[1]} but its image {path} is {im.size[0]}x{im.size[1]}")
-            mask = _mask_tensor(m, self.image_size)
+            mask = _mask_tensor(m, self.image_size, self.mask_filter, self.mask_threshold)
+            if not mask.any():
+                lo, hi = m.convert('L').getextrema()
+                warnings.warn(f"mask {mask_path} of defect image {path} marks no pixel: its values are {lo}..{hi}, and only "
+                              f"values > {self.mask_threshold} count as defect (MVTec AD masks are 0/255)")
         return dict(image=image, mask=mask, label=int(defect != 'good'), defect=defect, path=str(path))
 
 # %% ../nbs/01_data.ipynb #1fea12fb
-def load_split(root, category:str, split:str, image_size:int|None=256, progress:bool=True, num_workers:int=0)->dict:
+def load_split(root, category:str, split:str, image_size:int|None=256, progress:bool=True, num_workers:int=0,
+               **resize)->dict:  # image_filter, mask_filter, mask_threshold of `MVTecAD`
     "A whole split stacked: images (N, 3, S, S), masks (N, 1, S, S), labels (N,) int64, defects, paths"
-    ds = MVTecAD(root, category, split, image_size)
+    ds = MVTecAD(root, category, split, image_size, **resize)
     out = dict(images=[], masks=[], labels=[], defects=[], paths=[])
     dl = DataLoader(ds, batch_size=16, num_workers=num_workers)
     for b in progress_bar(dl, desc=f'{category}/{split}', disable=not progress):
         for k, name in (('images', 'image'), ('masks', 'mask'), ('labels', 'label')): out[k].append(b[name])
         out['defects'] += b['defect']; out['paths'] += b['path']
-    return {k: torch.cat(v) if k in ('images', 'masks', 'labels') else v for k, v in out.items()}
+    out = {k: torch.cat(v) if k in ('images', 'masks', 'labels') else v for k, v in out.items()}
+    if out['labels'].any() and not out['masks'].any():   # masks stored as 0/1, say: every pixel would count as normal
+        raise GlanceSvddError(f"no mask of the defect images in {ds.root/category/'ground_truth'} marks a pixel: only mask values "
+                              f"> {ds.mask_threshold} count as defect, and MVTec AD masks are 0/255; masks stored as 0/1 must be "
+                              "rescaled (multiply by 255)")
+    return out
+
+# %% ../nbs/01_data.ipynb #d25b917e
+def load_config_split(cfg, # a method config: data_root, category, image_size, image_filter, mask_filter, mask_threshold
+                      split:str, progress:bool=True)->dict:
+    "`load_split` of the data and image pipeline a method config names"
+    return load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress,
+                      image_filter=cfg.image_filter, mask_filter=cfg.mask_filter, mask_threshold=cfg.mask_threshold)
 
 # %% ../nbs/01_data.ipynb #9e8fc674
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'
@@ -373,7 +405,8 @@ def download_file(url:str, dest, sha256:str|None=None, timeout:float=60, progres
     return dest
 
 # %% ../nbs/01_data.ipynb #b63f126a
-def _extract_categories(archive:Path, dest:Path, categories, progress:bool=True):
+def _extract_categories(archive:Path, dest:Path, categories, progress:bool=True,
+                        check=check_mvtec_layout): # check(folder, name) of each extracted folder; None: no check
     "Extract the top-level folders `categories` of a tar archive into `dest`, safely and atomically"
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix='.extract-'))
@@ -391,7 +424,7 @@ def _extract_categories(archive:Path, dest:Path, categories, progress:bool=True)
                                   "not a tar archive: delete it and download it again") from None
         missing = [c for c in categories if not (tmp/c).is_dir()]
         if missing: raise GlanceSvddError(f"{archive} has no folder for {', '.join(missing)}; nothing was extracted")
-        for c in categories: check_mvtec_layout(tmp, c)
+        for c in categories: check and check(tmp, c)
         for c in categories: os.replace(tmp/c, dest/c)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
@@ -403,7 +436,9 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
                    sha256:str|None=MVTEC_SHA256,  # of the full official archive; None skips the check
                    progress:bool=True)->Path:
     "Download (resumable) or take a local MVTec AD archive, verify it, extract the missing categories; return the data set root"
-    root = Path(root); ds_root = root/'mvtec_ad'
+    root, checked = Path(root), sha256; ds_root = root/'mvtec_ad'
+    for d in (root, ds_root):
+        if d.exists() and not d.is_dir(): raise GlanceSvddError(f"{d} is a file, not a folder: give as root the folder MVTec AD goes into (<root>/mvtec_ad)")
     categories = list(MVTEC_CATEGORIES if categories is None else [categories] if isinstance(categories, str) else categories)
     if bad := [c for c in categories if c not in MVTEC_CATEGORIES]:
         raise GlanceSvddError(f"unknown MVTec AD categories {bad}; choose from {', '.join(MVTEC_CATEGORIES)}")
@@ -425,6 +460,9 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
                               "If it is a per-category archive or a repacked copy you trust, pass sha256=None; "
                               "otherwise it is damaged: delete it and download it again.")
     _extract_categories(archive, ds_root, todo, progress)
+    record = root/'mvtec_ad_download.json'   # where each category came from, and whether its archive was checked
+    save_json((load_json(record) if record.exists() else []) + [dict(archive=str(archive), categories=todo, sha256=checked or 'none (not checked)',
+              time=time.strftime('%Y-%m-%d %H:%M:%S'))], record)
     return ds_root
 
 # %% ../nbs/01_data.ipynb #d4f5abf6

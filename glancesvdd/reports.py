@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_reports.ipynb #fd1f99ef
 from __future__ import annotations
-import re, textwrap
+import re, textwrap, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from PIL import Image
 from .core import GlanceSvddError, atomic_path, load_json, runs_root
 from .runs import load_scores
 from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image
+from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
@@ -22,7 +23,8 @@ __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_
            'collect_runs', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table', 'to_markdown', 'tex_escape',
            'to_latex', 'table_figure', 'render_table', 'find_result', 'mean_or_none', 'glance_table4', 'svdd_table_s1',
            'svdd_table_s2', 'comparison_table', 'pick_anomalies', 'run_samples', 'figures_from_run',
-           'architecture_table', 'glance_architecture_tables', 'render_report']
+           'architecture_table', 'glance_architecture_tables', 'svdd_architecture_tables', 'run_caveats', 'caveat_note',
+           'render_report']
 
 # %% ../nbs/50_reports.ipynb #f06b7658
 GLANCE_TABLE4_METHODS = ('GeoTrans', 'GANomaly', 'AE', 'ARNet', 'AESc+Stain', 'GLANCE')  # Tab. 4 columns; "Ours" = GLANCE
@@ -81,7 +83,7 @@ SVDD_TABLE_S2 = (  # Patch SVDD supp. S2.1, Tab. S2: effect of hierarchical enco
     dict(hierarchical=True,  K='Agg. (64 & 32)', det=0.921, seg=0.957))
 
 # %% ../nbs/50_reports.ipynb #0560f9ee
-GLANCE_MEAN_PRO = 0.961  # research/glance.md §8: survey summary S4 (xpaperchallenge), not the paper's own table
+GLANCE_MEAN_PRO = 0.961  # CVPR 2021 survey summary (xpaperchallenge.org/cv/survey/cvpr2021_summaries/715), not the paper's own table
 
 # %% ../nbs/50_reports.ipynb #b3b0b8da
 def check_published_means()->dict:
@@ -98,9 +100,10 @@ def collect_runs(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     for f in root.glob(f"{method or '*'}/*/seed*/metrics.json"):
         run = f.parent
         if not re.fullmatch(r'seed\d+', run.name): continue
-        cfg = load_json(run/'config.json') if (run/'config.json').exists() else {}
+        try: cfg, metrics = load_json(run/'config.json') if (run/'config.json').exists() else {}, load_json(f)
+        except GlanceSvddError as e: warnings.warn(f"run {run} left out of the report: {e}"); continue   # a damaged file: the others go on
         out.append(dict(method=run.parent.parent.name, category=run.parent.name, seed=int(run.name[4:]),
-                        config=cfg, metrics=load_json(f), path=run))
+                    config=cfg, metrics=metrics, path=run))
     return sorted(out, key=lambda r: (r['method'], r['category'], r['seed']))
 
 # %% ../nbs/50_reports.ipynb #869d9dd5
@@ -244,26 +247,48 @@ def glance_table4(results:list, method:str='glance')->Table:
 # %% ../nbs/50_reports.ipynb #e029d320
 _S1_KEYS = (('det', 'image_auroc'), ('seg', 'pixel_auroc'))  # Tab. S1 column -> our metric
 
-def svdd_table_s1(results:list, method:str='svdd')->Table:
-    "Patch SVDD supp. Tab. S1: detection and segmentation AUROC per class, paper and ours"
-    cols = ['Class', 'Det. (paper)', 'Det. (ours)', 'Δ Det.', 'Seg. (paper)', 'Seg. (ours)', 'Δ Seg.']
+def _release_cell(results, release, category, key)->str:
+    "A release run's metric, starred when its checkpoint was not the released file"
+    r = find_result(results, release, category)
+    return fmt_ours(r, key) + (' *' if r is not None and r['config'].get('modified') else '')
+
+def _s1_notes(results, release)->list:
+    modified = any(r['method'] == release and r['config'].get('modified') for r in results)
+    return ['Paper: Patch SVDD supp. S2.1, Table S1. Release: the official trained encoders (nuclearboy95/Anomaly-Detection-PatchSVDD-PyTorch, '
+            'ckpts/<class>/enchier.pkl at commit 934d623) scored here by our inference (`glancesvdd evaluate svdd --release`). '
+            'Ours: trained here, mean over seeds (± std). Detection = image AUROC, segmentation = pixel AUROC; Δ = ours − paper.',
+            *(f'† {display_name(c)}: {t}.' for c, t in RELEASE_KNOWN_ISSUES.items()),
+            *(['*: a checkpoint whose sha256 is not the release\'s (scored with --allow-modified).'] if modified else []),
+            f'{DASH}: no run for this class. Average: as printed; release and ours only once all 15 classes have runs. '
+            'Average (n/15 with ...): paper and that column averaged over the classes that have such runs.']
+
+def svdd_table_s1(results:list, method:str='svdd', release:str=RELEASE_METHOD)->Table:
+    "Patch SVDD supp. Tab. S1: detection and segmentation AUROC per class; paper, the release evaluated here, and ours"
+    cols = ['Class', 'Det. (paper)', 'Det. (release)', 'Det. (ours)', 'Δ Det.', 'Seg. (paper)', 'Seg. (release)', 'Seg. (ours)', 'Δ Seg.']
     rows = []
     for c in SVDD_CATEGORIES:
-        r, row = find_result(results, method, c), [display_name(c)]
+        r, row = find_result(results, method, c), [display_name(c) + (' †' if c in RELEASE_KNOWN_ISSUES else '')]
         for k, key in _S1_KEYS:
-            row += [fmt(SVDD_TABLE_S1[c][k]), fmt_ours(r, key), fmt_diff(_ours(results, method, c, key), SVDD_TABLE_S1[c][k])]
+            row += [fmt(SVDD_TABLE_S1[c][k]), _release_cell(results, release, c, key), fmt_ours(r, key),
+                    fmt_diff(_ours(results, method, c, key), SVDD_TABLE_S1[c][k])]
         rows.append(row)
-    have = [c for c in SVDD_CATEGORIES if find_result(results, method, c)]
-    full, avg, sub = len(have) == 15, ['Average'], [f'Average ({len(have)}/15 with runs)']
+    have = {m: [c for c in SVDD_CATEGORIES if find_result(results, m, c)] for m in (release, method)}
+    mean = lambda m, key, cats: mean_or_none(_ours(results, m, c, key) for c in cats)
+    avg = ['Average']
     for k, key in _S1_KEYS:
-        ours, printed, paper = mean_or_none(_ours(results, method, c, key) for c in have), SVDD_TABLE_S1['average'][k], mean_or_none(SVDD_TABLE_S1[c][k] for c in have)
-        avg += [fmt(printed), fmt(ours) if full else DASH, fmt_diff(ours, printed) if full else DASH]
-        sub += [fmt(paper), fmt(ours), fmt_diff(ours, paper)]
-    rows += [avg] + ([sub] if have and not full else [])
-    return Table('Patch SVDD supp. Table S1: detection and segmentation AUROC on MVTec AD', cols, rows, [
-        'Paper: Patch SVDD supp. S2.1, Table S1. Ours: detection = image AUROC, segmentation = pixel AUROC, mean over seeds (± std).',
-        f'{DASH}: no run for this class. Average: as printed; ours only once all 15 classes have runs. '
-        'Average (n/15 with runs): paper and ours averaged over the classes that have runs.'])
+        printed, rel, ours = SVDD_TABLE_S1['average'][k], mean(release, key, have[release]), mean(method, key, have[method])
+        full = {m: len(have[m]) == 15 for m in have}
+        avg += [fmt(printed), fmt(rel) if full[release] else DASH, fmt(ours) if full[method] else DASH, fmt_diff(ours, printed) if full[method] else DASH]
+    rows.append(avg)
+    for m, label in ((release, 'release runs'), (method, 'runs')):
+        cats = have[m]
+        if not cats or len(cats) == 15: continue
+        row = [f'Average ({len(cats)}/15 with {label})']
+        for k, key in _S1_KEYS:
+            paper, v = mean_or_none(SVDD_TABLE_S1[c][k] for c in cats), mean(m, key, cats)
+            row += [fmt(paper), fmt(v) if m == release else DASH, fmt(v) if m == method else DASH, fmt_diff(v, paper) if m == method else DASH]
+        rows.append(row)
+    return Table('Patch SVDD supp. Table S1: detection and segmentation AUROC on MVTec AD', cols, rows, _s1_notes(results, release))
 
 # %% ../nbs/50_reports.ipynb #a943807f
 SVDD_S2_SOURCES = (  # for each row of SVDD_TABLE_S2: (flat encoder?, metric-key suffixes tried in order)
@@ -279,7 +304,7 @@ def _s2_value(results, flat, suffixes, metric, flag, prefix):
     "Mean over categories of the first available `metric+suffix` in runs of the right encoder"
     vals = {}
     for r in results:
-        if not r['method'].startswith(prefix) or _is_flat(r, flag) != flat or r['category'] in vals: continue
+        if not r['method'].startswith(prefix) or r['method'] == RELEASE_METHOD or _is_flat(r, flag) != flat or r['category'] in vals: continue
         key = next((metric + s for s in suffixes if metric + s in r['mean']), None)
         if key is not None: vals[r['category']] = r['mean'][key]
     return (float(np.mean(list(vals.values()))), len(vals)) if vals else (None, 0)
@@ -308,6 +333,7 @@ _METRICS = ('image_auroc', 'pixel_auroc', 'aupro')
 
 def _published(method, category, metric):
     "The published per-category value of a metric, or None"
+    if category not in TABLE4_CATEGORIES: return None   # not an MVTec AD category: nothing published
     if method == 'glance': return GLANCE_TABLE4[category]['GLANCE'] if metric == 'image_auroc' else None
     return dict(image_auroc=SVDD_TABLE_S1[category]['det'], pixel_auroc=SVDD_TABLE_S1[category]['seg']).get(metric)
 
@@ -319,11 +345,14 @@ def _published_mean(method, metric):
 def _digits(method, metric): return 2 if (method, metric) == ('glance', 'image_auroc') else 3  # as printed
 
 # %% ../nbs/50_reports.ipynb #3c073b03
-def comparison_table(results:list, methods=COMPARED_METHODS)->Table:
+def _order(category): return TABLE4_CATEGORIES.index(category) if category in TABLE4_CATEGORIES else len(TABLE4_CATEGORIES)
+
+def comparison_table(results:list, methods=COMPARED_METHODS, release:str=RELEASE_METHOD)->Table:
     "Both methods per category: image AUROC, pixel AUROC, AUPRO, each ours / paper / difference"
     cols = ['Category', 'Method'] + [f'{h} ({w})' for h in ('Image AUROC', 'Pixel AUROC', 'AUPRO') for w in ('ours', 'paper', 'Δ')]
     have = {m: {r['category'] for r in results if r['method'] == m} for m, _ in methods}
-    cats = [c for c in TABLE4_CATEGORIES if any(c in h for h in have.values())]
+    released = {r['category'] for r in results if r['method'] == release}
+    cats = sorted({c for c in released.union(*have.values())}, key=lambda c: (_order(c), c))   # MVTec AD order, then others
     common = [c for c in cats if all(c in h for h in have.values())]
     rows = []
     for c in cats:
@@ -333,6 +362,9 @@ def comparison_table(results:list, methods=COMPARED_METHODS)->Table:
                 paper = _published(m, c, k)
                 row += [fmt_ours(find_result(results, m, c), k), fmt(paper, _digits(m, k)), fmt_diff(_ours(results, m, c, k), paper)]
             rows.append(row)
+        if c in released:  # the official encoder of this class, scored here (Patch SVDD's published numbers beside it)
+            rows.append([display_name(c), 'Patch SVDD (release)'] + [x for k in _METRICS for x in (
+                _release_cell(results, release, c, k), fmt(_published('svdd', c, k)), fmt_diff(_ours(results, release, c, k), _published('svdd', c, k)))])
     for m, name in methods:
         row = [f'Mean ({len(common)} in common)', name]
         for k in _METRICS:
@@ -342,9 +374,21 @@ def comparison_table(results:list, methods=COMPARED_METHODS)->Table:
         rows.append(row)
     return Table('GLANCE and Patch SVDD on the same runs: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3)', cols, rows, [
         'Paper: GLANCE image AUROC from its supp. Table 4; Patch SVDD image/pixel AUROC from its supp. Table S1; '
-        'GLANCE mean PRO 0.961 from a CVPR 2021 survey summary (research/glance.md §8). Ours: mean over seeds (± std).',
+        'GLANCE mean PRO 0.961 from a CVPR 2021 survey summary (xpaperchallenge.org/cv/survey/cvpr2021_summaries/715). Ours: mean over seeds (± std).',
         f'{DASH}: no run, or no published number. Mean rows: ours and the paper averaged over the categories where both methods have runs '
-        '(the printed means once all 15 have).'])
+        '(the printed means once all 15 have). Patch SVDD (release): the official trained encoder of the class scored here '
+        '(`glancesvdd evaluate svdd --release`), not in the Mean rows.'] + ([
+        f"{', '.join(map(display_name, other))}: not MVTec AD categories (e.g. the demo's synthetic data), so nothing is published "
+        'for them; their rows compare the two methods on the same runs, the paper and Δ columns stay empty.']
+        if (other := [c for c in cats if c not in TABLE4_CATEGORIES]) else []) + _mask_note(results, methods))
+
+def _mask_note(results, methods)->list:
+    "Which ground-truth masks the runs were scored against (their configs' mask resize), or a warning when they differ"
+    rules = {(r['config'].get('mask_filter'), r['config'].get('mask_threshold')) for r in results if r['method'] in dict(methods)}
+    if len(rules) > 1: return [f"Warning: these runs resized the masks differently ({', '.join(f'{f} then > {t}' for f, t in sorted(rules, key=str))}), "
+                               'so the methods are not scored against the same masks.']
+    return [f'Both methods are scored against the same masks, resized {f.upper()} then kept where > {t} (the official Patch SVDD rule, '
+            'the default of both configs; 01_data).' for f, t in rules if f is not None]
 
 # %% ../nbs/50_reports.ipynb #9799dcaf
 def pick_anomalies(labels, defects, n:int=5)->list:
@@ -407,14 +451,41 @@ def glance_architecture_tables()->dict:
                 glance_table2=architecture_table(GlobalNet(), (x, m), 'GLANCE Table 2: Global-Net', (3, 256, 256)),
                 glance_table3=t3)
 
+# %% ../nbs/50_reports.ipynb #f4fefe9d
+def svdd_architecture_tables()->dict:
+    "The Patch SVDD encoders f_small (K = 32) and the hierarchical f_big (K = 64) from the live modules"
+    import torch
+    from glancesvdd.svdd.encoder import Encoder32, SvddEncoder
+    note = ['Computed from the module as built; nbs/20_svdd_encoder asserts it against the official code (EncoderDeep, EncoderHier) '
+            'and loads the released checkpoints into it. No padding; LeakyReLU(0.1), tanh after the last layer.']
+    t32 = architecture_table(Encoder32(), (torch.zeros(1, 3, 32, 32),), 'Patch SVDD encoder f_small (K = 32)', (3, 32, 32))
+    t64 = architecture_table(SvddEncoder(), (torch.zeros(1, 3, 64, 64),), 'Patch SVDD hierarchical encoder f_big (K = 64)', (3, 64, 64))
+    t64.rows.insert(1, ['quarters', '4 × 32 × 32 × 3', '', '', ''])  # enc.* runs on the four 32×32 quarters, then a 2×2 grid
+    t32.notes = note
+    t64.notes = note + ['enc.*: f_small on each of the four 32 × 32 quarters (output per quarter); conv1 sees their 2 × 2 grid; tanh after conv2.']
+    return dict(svdd_encoder_k32=t32, svdd_encoder_k64=t64)
+
 # %% ../nbs/50_reports.ipynb #25ec775a
-def _order(category): return TABLE4_CATEGORIES.index(category) if category in TABLE4_CATEGORIES else len(TABLE4_CATEGORIES)
+def run_caveats(result:dict)->list:
+    "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage"
+    out = []
+    for path in result['paths']:
+        rec = load_json(Path(path)/'train.json') if (Path(path)/'train.json').exists() else {}
+        if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
+        if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')
+    return list(dict.fromkeys(out))
 
 def _run_list(results)->str:
     if not results: return 'No finished runs yet: the tables show the published numbers alone.\n'
     rows = [[r['method'], display_name(r['category']), ', '.join(map(str, r['seeds'])),
-             *(fmt_ours(r, k) for k in _METRICS)] for r in sorted(results, key=lambda r: (r['method'], _order(r['category'])))]
-    return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO'])
+             *(fmt_ours(r, k) for k in _METRICS), '; '.join(run_caveats(r)) or DASH]
+            for r in sorted(results, key=lambda r: (r['method'], _order(r['category'])))]
+    return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO', 'Not as in the paper'])
+
+def caveat_note(results:list)->str|None:
+    "One note naming every run whose numbers come from a schedule other than the paper's, or None"
+    marked = [f"{r['method']} {display_name(r['category'])} ({'; '.join(c)})" for r in results if (c := run_caveats(r))]
+    return 'Not the paper\'s schedule: ' + ', '.join(marked) + '.' if marked else None
 
 # %% ../nbs/50_reports.ipynb #a55e7094
 def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
@@ -423,8 +494,10 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     "Tables, figures and an index.md for whatever runs exist under `root`; returns the files written"
     out_dir, results = Path(out_dir), average_seeds(collect_runs(root))
     files, index = [], [f'# glancesvdd report\n\nRuns under `{runs_root(root)}`:\n', _run_list(results), '## Tables\n']
-    tables = dict(**glance_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
+    tables = dict(**glance_architecture_tables(), **svdd_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
                   svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results))
+    if note := caveat_note(results):   # beside the numbers of runs that skipped part of the paper's schedule
+        for t in (tables['glance_table4'], tables['comparison']): t.notes.append(note)
     for stem, t in tables.items():
         files += render_table(t.rows, t.columns, out_dir/stem, t.title, t.notes)
         index += [f'### {t.title}\n', to_markdown(t.rows, t.columns, notes=t.notes), f'Files: [{stem}.md]({stem}.md), [{stem}.tex]({stem}.tex), [{stem}.png]({stem}.png)\n']
@@ -436,7 +509,8 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
             f = figures_from_run(run, out_dir, n); files.append(f)
             index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
             if r['method'] == 'svdd': svdd_rows.append(run_samples(run, n))
-        except GlanceSvddError as e: index.append(f"- {r['method']} {r['category']}: no figure ({e})\n")
+        except GlanceSvddError as e:   # a damaged scores.npz, say: reported, and the report goes on
+            warnings.warn(f"{r['method']} {r['category']}: no figure: {e}"); index.append(f"- {r['method']} {r['category']}: no figure ({e})\n")
     svdd_rows.sort(key=lambda row: SVDD_CATEGORIES.index(row[0]) if row[0] in SVDD_CATEGORIES else len(SVDD_CATEGORIES))
     for k in range(0, len(svdd_rows), per_figure):
         f = save_figure(svdd_figure(svdd_rows[k:k + per_figure]), out_dir/f'svdd_classes_{k // per_figure + 1}.png'); files.append(f)

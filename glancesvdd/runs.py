@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_runs.ipynb #77d04f6d
 from __future__ import annotations
-import random, shutil
+import json, os, random, shutil, socket, time, warnings, zipfile, zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -14,8 +15,8 @@ import torch
 from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz, progress_bar, to_numpy
 
 # %% auto #0
-__all__ = ['run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'latest_checkpoint', 'fit', 'loss_summary', 'save_scores',
-           'load_scores']
+__all__ = ['MODEL_FILES', 'LOCK', 'run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock', 'is_trained',
+           'latest_checkpoint', 'fit', 'loss_summary', 'save_scores', 'load_scores']
 
 # %% ../nbs/04_runs.ipynb #e9509d37
 def run_path(method:str, category:str, seed:int, root=None)->Path:
@@ -27,6 +28,14 @@ def is_done(run_dir)->bool:
     return (Path(run_dir)/'metrics.json').exists()
 
 # %% ../nbs/04_runs.ipynb #33fa0878
+MODEL_FILES = ('model.pt', 'glance.pt')   # a run's trained model (Patch SVDD, GLANCE): never deleted on our advice
+
+def _same(a, b)->bool:
+    "Equal config values; two strings that name the same existing file or folder (`data`, `./data/`, its absolute path) are equal"
+    if a == b: return True
+    try: return isinstance(a, str) and isinstance(b, str) and os.path.samefile(a, b)
+    except (OSError, ValueError): return False
+
 def init_run(run_dir, config:dict, force:bool=False, ignore=('device',))->Path:
     "Create `run_dir` for `config`, or check that an existing one was made with the same config"
     run_dir = Path(run_dir); cfg_file = run_dir/'config.json'
@@ -34,11 +43,13 @@ def init_run(run_dir, config:dict, force:bool=False, ignore=('device',))->Path:
     if force and run_dir.exists(): shutil.rmtree(run_dir)
     if cfg_file.exists():
         old = load_json(cfg_file)
-        diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
+        diff = sorted(k for k in set(old) | set(config) if k not in ignore and not _same(old.get(k), config.get(k)))
         if diff:
             changes = ', '.join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
-            raise GlanceSvddError(f"run folder {run_dir} was made with another config ({changes}); "
-                                  "choose another run folder, or force a fresh run")
+            model = next((f for f in MODEL_FILES if (run_dir/f).exists()), None)
+            advice = (f"it holds a trained model ({model}): to evaluate it, give the values of {cfg_file}; to train with the new "
+                      "values, give another runs folder (--runs)" if model else "give another runs folder (--runs), or --force to start it afresh")
+            raise GlanceSvddError(f"run folder {run_dir} was made with another config ({changes}); {advice}")
     else: save_json(config, cfg_file)
     return run_dir
 
@@ -47,6 +58,51 @@ def load_json_roundtrip(obj):
     import json
     from glancesvdd.core import _default
     return json.loads(json.dumps(obj, default=_default))
+
+# %% ../nbs/04_runs.ipynb #5b6da5f7
+LOCK = '.lock'   # in the run folder while a process works in it
+
+def _lock_owner(lock:Path)->dict|None:
+    "The owner recorded in `lock`, or None when the lock is stale (its process is gone)"
+    try: owner = json.loads(lock.read_text())
+    except FileNotFoundError: return None
+    except (OSError, ValueError): return dict(pid='?', host='?', since='?')   # being written right now
+    if owner.get('host') != socket.gethostname(): return owner                # another machine: cannot tell, assume alive
+    try: os.kill(int(owner['pid']), 0)
+    except ProcessLookupError: return None
+    except (PermissionError, ValueError, KeyError, TypeError): pass
+    return owner
+
+@contextmanager
+def run_lock(run_dir):
+    "Hold the run folder's lock while the block runs; another live process holding it is a GlanceSvddError"
+    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True); lock = run_dir/LOCK
+    me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))
+    for _ in range(3):
+        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if (owner := _lock_owner(lock)) is not None:
+                raise GlanceSvddError(f"run folder {run_dir} is in use by process {owner['pid']} on {owner['host']} (since "
+                                      f"{owner['since']}); wait for it to finish, or if that process is gone, delete {lock}") from None
+            lock.unlink(missing_ok=True); continue                            # stale: take it over
+        with os.fdopen(fd, 'w') as f: json.dump(me, f)
+        break
+    else: raise GlanceSvddError(f"could not lock run folder {run_dir}: other processes keep taking {lock}")
+    try: yield run_dir
+    finally:
+        try:
+            if json.loads(lock.read_text()).get('pid') == me['pid']: lock.unlink()
+        except (OSError, ValueError): pass
+
+# %% ../nbs/04_runs.ipynb #98e0dd20
+def is_trained(model_file)->bool:
+    "Whether `model_file` is there and whole (a PyTorch zip); an empty or damaged one is moved aside to NAME.damaged"
+    f = Path(model_file)
+    if not f.exists(): return False
+    if f.stat().st_size and zipfile.is_zipfile(f): return True
+    os.replace(f, f.with_name(f.name + '.damaged'))
+    warnings.warn(f"{f} was empty or damaged: moved to {f.name}.damaged; training resumes from its last checkpoint to write it again")
+    return False
 
 # %% ../nbs/04_runs.ipynb #a16b2df3
 def _get_rng(g): return g.bit_generator.state if isinstance(g, np.random.Generator) else g.get_state()
@@ -137,4 +193,6 @@ def load_scores(run_dir)->dict:
     if not f.exists(): raise GlanceSvddError(f"{f} does not exist: run inference for this run first")
     try:
         with np.load(f) as z: return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e: raise GlanceSvddError(f"{f} is damaged ({e}); run inference again") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:   # cut short, a flipped byte (Bad CRC-32)
+        raise GlanceSvddError(f"{f} is damaged ({type(e).__name__}: {e}); evaluate the run again to write it "
+                              "(`glancesvdd evaluate` with the run's options): its trained model is kept") from None

@@ -14,7 +14,7 @@ from skimage.util import random_noise
 from .core import GlanceSvddError
 
 # %% auto #0
-__all__ = ['stain_mask', 'add_stains']
+__all__ = ['STAIN_PRESETS', 'stain_mask', 'add_stains']
 
 # %% ../nbs/03_stains.ipynb #b41c19ad
 def _contour(cy, cx, a, b, angle, irregularity, rng):
@@ -91,3 +91,8 @@ def add_stains(p, # uint8 numpy image (H, W, C), or a float tensor of patches (B
         return p * keep + paint
     raise GlanceSvddError(f"add_stains takes a uint8 numpy image (H, W, C) or a float tensor (B, C, h, w) in [0, 1]; "
                           f"got {type(p).__name__} of shape {tuple(p.shape) if hasattr(p, 'shape') else '?'}")
+
+# %% ../nbs/03_stains.ipynb #c781ca57
+STAIN_PRESETS = dict(  # stain sizes: fractions of the image side ('image', our default assumption) or of the patch side ('patch')
+    image=dict(size=(0.01, 0.12), relative_to='image'),   # official 1-12 %, of the 256-px image: semi-axes 2-30 px
+    patch=dict(size=(0.10, 0.50), relative_to='patch'))   # 10-50 % of the 33-px patch: semi-axes 3-16 px

@@ -11,7 +11,7 @@ from glancesvdd.data import make_synthetic_mvtec
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-UNTRAINED = 'teacher_weights=untrained'   # no ImageNet weights can be downloaded here: asked for explicitly
+UNTRAINED = 'teacher_weights=untrained,imagenet_dir=skip'   # no ImageNet weights or images here: both asked for explicitly
 
 def cli(*args, cwd, check=True):
     "Run the installed `glancesvdd` command; returns (exit code, stdout + stderr)"
@@ -65,7 +65,7 @@ def test_cifar10_notebook(tmp_path):
     from cifar_format import write_cifar
     write_cifar(tmp_path/'cifar', n_train=4, n_test=2)
     subprocess.run([str(BIN/'papermill'), str(ROOT/'nbs'/'experiments'/'cifar10.ipynb'), 'out.ipynb', '-p', 'category', 'cat',
-                    '-p', 'data_root', 'cifar', '-p', 'smoke', 'True', '-p', 'cifar_verify', 'False', '-p', 'teacher_weights', 'untrained'],
+                    '-p', 'data_root', 'cifar', '-p', 'smoke', 'True', '-p', 'cifar_verify', 'False', '-y', 'config: {teacher_weights: untrained, imagenet_dir: skip}'],
                    cwd=tmp_path, check=True, capture_output=True, timeout=600)
     m = load_json(tmp_path/'runs'/'glance_cifar10'/'cat'/'seed0'/'metrics.json')
     assert 0 <= m['image_auroc'] <= 1

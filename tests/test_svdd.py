@@ -17,10 +17,13 @@ from glancesvdd.svdd.infer import (build_bank, build_index, combine_maps, embed_
 from glancesvdd.svdd.train import SvddConfig, embedding_spread, is_collapsed, standardise, train_svdd
 
 FIX = Path(__file__).parent/'fixtures'/'patchsvdd_official'
-# Agreement with the official reference, absolute (nbs/22_svdd_infer explains the bound). float32 results depend on the CPU's kernels;
-# the largest difference seen is 1.5e-5 (one K=32 embedding, AMD EPYC, torch 2.14.1), and a wrong layer,
-# channel order or normalisation moves them by orders of magnitude more.
-TOL = 1e-4
+# Agreement with the official reference (nbs/22_svdd_infer explains both bounds). Patch scores, maps and image scores:
+# relative 1e-4 with an absolute floor of 1e-6 (the fixture README's suggestion; the largest difference on an Intel Xeon
+# is a quarter of that bound). Embeddings: 1e-4 absolute, not the README's 1e-5, because float32 embeddings are
+# ill-conditioned and depend on the CPU's kernels: one K=32 embedding differs from the reference by 1.45e-5 on an AMD EPYC
+# (torch 2.14.1), its float64 value lying between the two. A wrong layer, channel order or normalisation moves them by 0.3 to 2.
+EMB_TOL = 1e-4
+SCORE_TOL = dict(rtol=1e-4, atol=1e-6)
 
 
 def to_x(a): return torch.from_numpy(a).permute(0, 3, 1, 2) / 255.  # uint8 NHWC -> [0, 1] NCHW
@@ -64,26 +67,26 @@ def test_parity_embeddings(ref, official):
     bank, emb = official['bank'], official['test_emb']
     np.testing.assert_allclose(bank['mean'].permute(1, 2, 0).numpy() * 255, ref['train_mean'], rtol=0, atol=1e-3)
     for K in (64, 32):
-        np.testing.assert_allclose(bank[K]['features'].numpy(), ref[f'train_emb_k{K}'].reshape(-1, 64), rtol=0, atol=TOL)
-        np.testing.assert_allclose(emb[K].numpy(), ref[f'test_emb_k{K}'], rtol=0, atol=TOL)
+        np.testing.assert_allclose(bank[K]['features'].numpy(), ref[f'train_emb_k{K}'].reshape(-1, 64), rtol=0, atol=EMB_TOL)
+        np.testing.assert_allclose(emb[K].numpy(), ref[f'test_emb_k{K}'], rtol=0, atol=EMB_TOL)
 
 
 def test_parity_per_patch_path(ref, wood):
     "The official per-patch definition (crop, then encode) reproduces the reference embeddings too"
     x = standardise(to_x(ref['test_images'][1:]), torch.from_numpy(ref['train_mean']).permute(2, 0, 1) / 255)
-    np.testing.assert_allclose(embed_patches(wood, x, 64, 16).numpy(), ref['test_emb_k64'][1:], rtol=0, atol=TOL)
+    np.testing.assert_allclose(embed_patches(wood, x, 64, 16).numpy(), ref['test_emb_k64'][1:], rtol=0, atol=EMB_TOL)
     corner = x[..., :96, :96]  # the top-left 17 x 17 patches of the K=32 grid are enough to check the path
-    np.testing.assert_allclose(embed_patches(wood.small, corner, 32, 4).numpy(), ref['test_emb_k32'][1:, :17, :17], rtol=0, atol=TOL)
+    np.testing.assert_allclose(embed_patches(wood.small, corner, 32, 4).numpy(), ref['test_emb_k32'][1:, :17, :17], rtol=0, atol=EMB_TOL)
 
 
 def test_parity_scores_maps(ref, official):
     out = official['out']
     for ours, theirs in [('patch_scores_k64', 'test_patch_scores_k64'), ('patch_scores_k32', 'test_patch_scores_k32'),
                          ('maps_k64', 'maps_k64'), ('maps_k32', 'maps_k32'), ('maps', 'maps_mult')]:
-        np.testing.assert_allclose(out[ours].numpy(), ref[theirs], rtol=0, atol=TOL, err_msg=ours)
+        np.testing.assert_allclose(out[ours].numpy(), ref[theirs], **SCORE_TOL, err_msg=ours)
     maps_sum = combine_maps({64: out['maps_k64'], 32: out['maps_k32']}, 'sum')
-    np.testing.assert_allclose(maps_sum.numpy(), ref['maps_sum'], rtol=0, atol=TOL)
-    np.testing.assert_allclose(out['image_scores'].numpy(), ref['image_scores'], rtol=0, atol=TOL)
+    np.testing.assert_allclose(maps_sum.numpy(), ref['maps_sum'], **SCORE_TOL)
+    np.testing.assert_allclose(out['image_scores'].numpy(), ref['image_scores'], **SCORE_TOL)
     assert out['image_scores'][0] > 1000 * out['image_scores'][1]   # the anomalous image stands out
 
 
@@ -149,7 +152,14 @@ def test_approximate_search_is_an_option():
     bank = banks['clustered']; q = bank[:2000] + 0.01 * torch.randn(2000, 64, generator=g)
     ix = build_index(bank, block=128)
     approx, exact = search_index(ix, q, exact=False)[0], search_index(ix, q)[0]
-    assert (approx >= exact - 1e-12).all()
+    # exact=False searches the query's nearest cell only, and that cell exactly: its float64 brute-force minimum
+    cells = torch.repeat_interleave(torch.arange(len(ix['centres'])), ix['counts'])  # cell of each bank row (sorted by cell)
+    dqc = torch.cdist(q.double(), ix['centres'], compute_mode='donot_use_mm_for_euclid_dist').float()
+    near = dqc.masked_fill(ix['counts'] == 0, float('inf')).argmin(1)  # (n,) each query's nearest non-empty cell
+    want = torch.empty(len(q), dtype=torch.float64)
+    for c in near.unique(): want[near == c] = _exact(q[near == c], ix['bank'][cells == c])
+    torch.testing.assert_close(approx, want, rtol=1e-9, atol=1e-9)
+    assert 0 < (approx > exact + 1e-9).sum() < len(q) // 2  # an approximation: it misses some neighbours, not most
     assert SvddConfig().nn_search == 'exact'
     with pytest.raises(GlanceSvddError, match='approx'): SvddConfig(nn_search='ngt')
 

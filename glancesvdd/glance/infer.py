@@ -14,7 +14,7 @@ from torch.nn.modules.utils import _pair
 from torchvision.transforms.functional import resize
 
 from ..core import get_device, save_npz, progress_bar
-from ..data import load_split
+from ..data import load_config_split
 from ..patches import glance_corners, patch_centres, crop_patches
 from ..runs import save_scores
 from .global_net import GlobalNet, PartialConv2d, MaskedMaxPool2d, hole_masks
@@ -146,7 +146,7 @@ def infer_glance(cfg:GlanceConfig, run_dir, split:str='test', fast:bool=True, pr
     "Score the `split` images of `cfg.category` with the model in `run_dir`; writes and returns `run_dir/scores.npz`"
     dev = get_device(cfg.device)
     L, G, C = load_glance(run_dir, dev)
-    data = load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress=progress)
+    data = load_config_split(cfg, split, progress)
     corners = glance_corners(cfg.image_size, cfg.patch_size, cfg.grid)
     scores = [score_image(L, G, C, x.to(dev), corners, cfg.patch_size, cfg.lambda_s, fast, cfg.chunk)
               for x in progress_bar(data['images'], desc='GLANCE infer', disable=not progress)]

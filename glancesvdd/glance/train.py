@@ -18,8 +18,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
-from ..core import GlanceSvddError, get_device, seed_everything, save_json, save_torch, load_torch
-from ..data import load_split, CIFAR10OneClass
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, PRECISIONS, save_json, save_torch, load_torch
+from ..data import load_config_split, CIFAR10OneClass, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches
 from ..runs import fit, init_run, loss_summary
 from ..stains import add_stains
@@ -28,11 +28,11 @@ from .global_net import GlobalNet, hole_masks
 from .dad_head import DADHead, MATCH
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TEACHER_URL', 'TEACHER_FILE', 'STAGES', 'GlanceConfig', 'smoke_config', 'normalize',
-           'local_features', 'global_features', 'Teacher', 'load_teacher', 'distill_loss', 'compactness_loss',
-           'glance_loss', 'batch_rng', 'Prefetcher', 'FolderPatches', 'ImagePatches', 'StainedPairs', 'CifarPairs',
-           'local_step', 'global_step', 'train_local', 'train_global', 'save_glance', 'load_glance', 'train_glance',
-           'cifar10_images', 'train_glance_cifar10']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TEACHER_URL', 'TEACHER_FILE', 'STAGES', 'SKIP', 'GlanceConfig', 'smoke_config',
+           'normalize', 'local_features', 'global_features', 'Teacher', 'load_teacher', 'distill_loss',
+           'compactness_loss', 'glance_loss', 'batch_rng', 'Prefetcher', 'FolderPatches', 'ImagePatches',
+           'StainedPairs', 'CifarPairs', 'local_step', 'global_step', 'check_imagenet_dir', 'train_local',
+           'train_global', 'save_glance', 'load_glance', 'train_glance', 'cifar10_images', 'train_glance_cifar10']
 
 # %% ../../nbs/13_glance_train.ipynb #6e40cfb3
 @dataclass(frozen=True)
@@ -41,11 +41,14 @@ class GlanceConfig:
     category: str = 'bottle'          # MVTec AD category (one model per category, supp. C.1); CIFAR-10: the normal class
     data_root: str = 'data'           # dataset root (01_data layout)
     image_size: int = 256             # images resized to 256x256 (supp. C.1)
+    image_filter: str = 'bicubic'     # filter unstated in supp. C.1: Patch SVDD's official one, so both methods see the same pixels (01_data)
+    mask_filter: str = 'bicubic'      # masks as the official Patch SVDD code: resized like images, then ...
+    mask_threshold: int = 128         # ... kept where > 128, so both methods are scored against the same masks
     patch_size: int = 33              # cropped patches are 33x33 (supp. C.1; Local-Net input, Tab. 1)
     # Stage A: Local-Net distillation (supp. C.1, "Pre-training Local-Net")
     teacher_weights: str = 'torchvision'  # ResNet-18 weights: a file (resnet18-5c106cde.pth, supp. C.1 footnote), 'torchvision' or 'untrained'
-    teacher_size: int = 224           # patch resized to 224 for ResNet-18 (assumption, research/glance.md §6)
-    imagenet_dir: str|None = None     # any image folder for the ImageNet stage; None skips it (recorded)
+    teacher_size: int = 224           # patch resized to 224 for ResNet-18 (assumption, as beerger/mad_seminar_ws23 does)
+    imagenet_dir: str|None = None     # an image folder for the ImageNet stage (supp. C.1); 'skip' opts out (recorded); None: an error
     lambda_k: float = 1.0             # λ_k, weight of the distillation loss (supp. C.1)
     lambda_c: float = 1.0             # λ_c, weight of the compactness loss (supp. C.1)
     lr_local: float = 2e-4            # Adam learning rate of the ImageNet stage (supp. C.1)
@@ -57,14 +60,16 @@ class GlanceConfig:
     batch_finetune: int = 16          # its batch size (supp. C.1)
     # Stage B: Global-Net and DAD head (supp. C.1, "Training Global-Net and DAD-head")
     lambda_t: float = 0.01            # λ_t, weight of l_DAD (supp. C.1)
+    dad_reduction: str = 'mean'       # l_DAD as one cross-entropy: the mean over the 2B pairs; 'sum': the two batch means added
     lr_global: float = 1e-4           # Adam learning rate of the Global-Net (supp. C.1; C.2: 1e-5)
     lr_head: float = 1e-5             # Adam learning rate of the DAD head (supp. C.1; C.2: 1e-5)
     iters: int = 200_000              # iterations (supp. C.1; C.2: 300K)
     batch_size: int = 64              # batch size (supp. C.1)
-    stain_size: tuple = (0.01, 0.12)  # stain semi-axes, fraction of the 256-px image (assumption, research §5; 03_stains)
-    stain_color: tuple = (10, 220)    # stain grey levels (official AESc + Stain values, research §5)
-    stain_irregularity: float = 0.1   # contour jitter (official, research §5)
-    stain_blur: float = 0.15          # soft edge (official StainBlur, research §5)
+    stain_size: tuple = (0.01, 0.12)  # stain semi-axes, fraction of the side named by stain_relative_to (assumption; 03_stains)
+    stain_relative_to: str = 'image'  # 'image' (the 256-px image, default) or 'patch' (the 33-px patch; preset STAIN_PRESETS['patch'])
+    stain_color: tuple = (10, 220)    # stain grey levels (official AESc + Stain values, anncollin/AnomalyDetection-Keras)
+    stain_irregularity: float = 0.1   # contour jitter (official AESc + Stain value)
+    stain_blur: float = 0.15          # soft edge (official `StainBlur.yaml`)
     # Inference (supp. C.1, "Inference")
     grid: int = 20                    # 20 patches per side, 400 per image (supp. C.1)
     lambda_s: float = 0.8             # λ_s, s = λ_s·s_IAD + (1 − λ_s)·s_DAD (supp. C.1)
@@ -74,8 +79,24 @@ class GlanceConfig:
     device: str|None = None           # None: CUDA when available
     ckpt_every: int = 1000            # iterations between checkpoints
     workers: int = 0                  # DataLoader processes that prepare batches ahead (stains are CPU work)
+    pin_memory: bool = False          # page-locked batches, copied to the GPU without blocking (CUDA only; same results)
+    precision: str = 'fp32'           # training arithmetic: 'fp32' (the paper's), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
     chunk: int = 100                  # Global-Net passes per batch at inference (plain path); CIFAR-10 images per batch
     cifar_verify: bool = True         # CIFAR-10 files must match the official md5 (01_data); False for a reduced local copy
+    limits = dict(  # checked with the field types by `check_config` (00_core)
+        image_size=OneOf(256, why="the Global-Net is defined for 256x256 images, supp. Tab. 2"),
+        patch_size=OneOf(33, why="the Local-Net's input is a 33x33 patch, supp. Tab. 1"), teacher_size=COUNT,
+        lambda_k=NON_NEGATIVE, lambda_c=NON_NEGATIVE, lr_local=POSITIVE, lr_finetune=POSITIVE,
+        betas=Between(0, 1, open_hi=True, why="Adam's betas"), iters_imagenet=NON_NEGATIVE, batch_imagenet=COUNT,
+        iters_finetune=COUNT, batch_finetune=COUNT, lambda_t=NON_NEGATIVE, lr_global=POSITIVE, lr_head=POSITIVE,
+        iters=COUNT, batch_size=COUNT, stain_size=Between(0, 1, open_lo=True), stain_color=Between(0, 255),
+        stain_irregularity=NON_NEGATIVE, stain_blur=NON_NEGATIVE, grid=Between(2, why='patch corners are spaced by 1/(grid - 1)'),
+        lambda_s=Between(0, 1), idw_p=POSITIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, workers=NON_NEGATIVE,
+        chunk=COUNT, image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
+        dad_reduction=OneOf('mean', 'sum'), stain_relative_to=OneOf('image', 'patch'),
+        precision=OneOf(*PRECISIONS))
+
+    def __post_init__(self): check_config(self)
 
     @classmethod
     def cifar10(cls, normal_class:str='airplane', **kw):
@@ -115,7 +136,7 @@ TEACHER_URL = 'https://download.pytorch.org/models/resnet18-5c106cde.pth'  # sup
 TEACHER_FILE = 'data/resnet18-5c106cde.pth'  # where the error message suggests putting it
 
 class Teacher(nn.Module):
-    "ResNet-18 up to global average pooling: a patch in [0, 1] -> the 512-d target R(p) (research §6)"
+    "ResNet-18 up to global average pooling: a patch in [0, 1] -> the 512-d target R(p) (an assumption, see above)"
     def __init__(self, size:int=224): # the side the patch is resized to
         super().__init__()
         self.size, self.resnet = size, resnet18(weights=None)
@@ -169,11 +190,14 @@ def glance_loss(head:nn.Module, # the DAD head C
                 z_l:torch.Tensor, # Z_l = L(p), (B, 128)
                 z_neg:torch.Tensor, # Z_l⁻ = L(p⁻), (B, 128)
                 z_g:torch.Tensor, # Z_g = G(I, M), (B, 128)
-                lambda_t:float=0.01): # λ_t (supp. C.1)
+                lambda_t:float=0.01, # λ_t (supp. C.1)
+                reduction:str='mean'): # l_DAD over the 2B pairs: 'mean' (one cross-entropy) or 'sum' (of the two batch means)
     "Stage-B losses: dict(loss = l_IAD + λ_t·l_DAD, l_iad, l_dad)"
+    if reduction not in ('mean', 'sum'): raise GlanceSvddError(f"dad_reduction={reduction!r}: choose 'mean' or 'sum'")
     l_iad = (z_l - z_g).pow(2).sum(1).div(z_l.shape[1]).mean()
     match = torch.full((len(z_l),), MATCH, device=z_l.device)
-    l_dad = F.cross_entropy(head(z_l, z_g), match) + F.cross_entropy(head(z_neg, z_g), 1 - match)
+    logits = head(torch.cat([z_l, z_neg]), torch.cat([z_g, z_g]))                         # (2B, 2): clean pairs, then stained
+    l_dad = F.cross_entropy(logits, torch.cat([match, 1 - match])) * (2 if reduction == 'sum' else 1)
     return dict(loss=l_iad + lambda_t * l_dad, l_iad=l_iad, l_dad=l_dad)
 
 # %% ../../nbs/13_glance_train.ipynb #0a3a2aa7
@@ -185,11 +209,13 @@ def batch_rng(seed:int, stage:str, it:int):
 
 class Prefetcher:
     "Batch `it` of `ds`, read in order from a DataLoader that (re)starts at the iteration asked for"
-    def __init__(self, ds:Dataset, iters:int, workers:int=0): self.ds, self.iters, self.workers, self.loader, self.next = ds, iters, workers, None, None
+    def __init__(self, ds:Dataset, iters:int, workers:int=0, pin_memory:bool=False):
+        self.ds, self.iters, self.workers, self.pin, self.loader, self.next = ds, iters, workers, pin_memory, None, None
 
     def __call__(self, it:int):
         if it != self.next:
-            self.loader = iter(DataLoader(self.ds, batch_size=None, sampler=range(it, self.iters), num_workers=self.workers))
+            self.loader = iter(DataLoader(self.ds, batch_size=None, sampler=range(it, self.iters), num_workers=self.workers,
+                                          pin_memory=self.pin))
         self.next = it + 1
         return next(self.loader)
 
@@ -254,46 +280,60 @@ class CifarPairs(Dataset):
 # %% ../../nbs/13_glance_train.ipynb #0aea29fc
 def _to(batch:dict, device): return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
-def local_step(L, D, opt, teacher, batches, lambda_k:float=1.0, lambda_c:float=1.0, device='cpu'):
+def local_step(L, D, opt, teacher, batches, lambda_k:float=1.0, lambda_c:float=1.0, device='cpu', precision:str='fp32'):
     "Stage-A iteration `it`: l_local = λ_k·l_k + λ_c·l_c on batch `batches(it)`"
     def step(it):
         p = _to(batches(it), device)['p']
-        with torch.no_grad(): t = teacher(p)
-        z = local_features(L, p)
-        l_k, l_c = distill_loss(D(z), t), compactness_loss(z)
-        loss = lambda_k * l_k + lambda_c * l_c
+        with autocast(device, precision):  # forward and losses; 'fp32' (default): plain float32
+            with torch.no_grad(): t = teacher(p)
+            z = local_features(L, p)
+            l_k, l_c = distill_loss(D(z), t), compactness_loss(z.float())  # the correlation in float32
+            loss = lambda_k * l_k + lambda_c * l_c
         opt.zero_grad(); loss.backward(); opt.step()
         return dict(loss=loss.item(), l_k=l_k.item(), l_c=l_c.item())
     return step
 
-def global_step(L, G, C, opt_g, opt_c, batches, lambda_t:float=0.01, device='cpu'):
+def global_step(L, G, C, opt_g, opt_c, batches, lambda_t:float=0.01, device='cpu', reduction:str='mean', precision:str='fp32'):
     "Stage-B iteration `it`: l = l_IAD + λ_t·l_DAD on batch `batches(it)`, the Local-Net frozen"
     def step(it):
         b = _to(batches(it), device)
-        with torch.no_grad(): z_l, z_neg = local_features(L, torch.cat([b['p'], b['p_neg']])).chunk(2)
-        out = glance_loss(C, z_l, z_neg, global_features(G, b['x'], b['mask']), lambda_t)
+        with autocast(device, precision):  # forward and losses; 'fp32' (default): plain float32
+            with torch.no_grad(): z_l, z_neg = local_features(L, torch.cat([b['p'], b['p_neg']])).chunk(2)
+            out = glance_loss(C, z_l.float(), z_neg.float(), global_features(G, b['x'], b['mask']).float(), lambda_t, reduction)
         opt_g.zero_grad(); opt_c.zero_grad(); out['loss'].backward(); opt_g.step(); opt_c.step()
         return {k: v.item() for k, v in out.items()}
     return step
 
 # %% ../../nbs/13_glance_train.ipynb #1237aa1c
+SKIP = 'skip'  # imagenet_dir value that opts out of the ImageNet stage
+
 def _adam(modules, lr, betas): return torch.optim.Adam([p for m in modules for p in m.parameters()], lr=lr, betas=tuple(betas))
+
+def check_imagenet_dir(imagenet_dir:str|None):
+    "Refuse to start without the ImageNet stage unless the user opted out by name"
+    if imagenet_dir is None:
+        raise GlanceSvddError("GLANCE's schedule starts with 50K iterations of Local-Net distillation on ImageNet (supp. C.1), "
+                              "and imagenet_dir is not set. Give an image folder (e.g. --set imagenet_dir=PATH/TO/imagenet/train; "
+                              f"see data/README.md), or skip that stage explicitly with imagenet_dir='{SKIP}' (the run and the "
+                              "report then say so)")
 
 def train_local(cfg:GlanceConfig, run_dir, finetune:Dataset, progress:bool=True):
     "Stage A: distil the Local-Net from ResNet-18 on `imagenet_dir`, then fine-tune it on `finetune`; returns (L, record)"
     dev, ck = get_device(cfg.device), Path(run_dir)/'checkpoints'
     seed_everything(cfg.seed)  # first: an untrained teacher's weights come from the seed too
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_size).to(dev)
-    L, D = LocalNet().to(dev), nn.Linear(128, 512).to(dev)  # D: the decoder of l_k (research §6)
-    record = dict(teacher=cfg.teacher_weights, imagenet=cfg.imagenet_dir or 'skipped')
+    L, D = LocalNet().to(dev), nn.Linear(128, 512).to(dev)  # D: the decoder of l_k (one FC layer, as in Uninformed Students)
+    record = dict(teacher=cfg.teacher_weights, imagenet='skipped' if cfg.imagenet_dir == SKIP else cfg.imagenet_dir,
+                  teacher_input=f'patch resized to {cfg.teacher_size}x{cfg.teacher_size} (bilinear), ResNet-18 global average pool, 512-d')
     def run(name, ds, iters, lr):
         opt = _adam([L, D], lr, cfg.betas)
-        step = local_step(L, D, opt, teacher, Prefetcher(ds, iters, cfg.workers), cfg.lambda_k, cfg.lambda_c, dev)
+        step = local_step(L, D, opt, teacher, Prefetcher(ds, iters, cfg.workers, cfg.pin_memory), cfg.lambda_k, cfg.lambda_c, dev,
+                          cfg.precision)
         return loss_summary(fit(step, dict(local=L, decoder=D, opt=opt), iters, ck/name, cfg.ckpt_every, desc=f'A {name}', progress=progress))
-    if cfg.imagenet_dir:
+    if cfg.imagenet_dir != SKIP:
         ds = FolderPatches(cfg.imagenet_dir, cfg.batch_imagenet, cfg.seed, cfg.image_size, cfg.patch_size)
         record['imagenet_losses'] = run('imagenet', ds, cfg.iters_imagenet, cfg.lr_local)
-    else: warnings.warn("imagenet_dir is None: the ImageNet distillation stage is SKIPPED (recorded in train.json)")
+    else: warnings.warn("imagenet_dir='skip': the ImageNet distillation stage is SKIPPED, as asked (recorded in train.json)")
     record['finetune_losses'] = run('finetune', finetune, cfg.iters_finetune, cfg.lr_finetune)
     return L.eval().requires_grad_(False), record
 
@@ -305,7 +345,8 @@ def train_global(cfg:GlanceConfig, run_dir, L:nn.Module, pairs:Dataset, progress
     seed_everything(cfg.seed)
     G, C = GlobalNet().to(dev), DADHead().to(dev)
     opt_g, opt_c = _adam([G], cfg.lr_global, cfg.betas), _adam([C], cfg.lr_head, cfg.betas)
-    step = global_step(L, G, C, opt_g, opt_c, Prefetcher(pairs, cfg.iters, cfg.workers), cfg.lambda_t, dev)
+    step = global_step(L, G, C, opt_g, opt_c, Prefetcher(pairs, cfg.iters, cfg.workers, cfg.pin_memory), cfg.lambda_t, dev,
+                       cfg.dad_reduction, cfg.precision)
     history = fit(step, dict(global_net=G, head=C, opt_global=opt_g, opt_head=opt_c), cfg.iters,
                   Path(run_dir)/'checkpoints'/'global_net', cfg.ckpt_every, desc='B global', progress=progress)
     return G.eval(), C.eval(), loss_summary(history)
@@ -324,20 +365,24 @@ def load_glance(run_dir, device=None):
     return tuple(n.to(get_device(device)).eval().requires_grad_(False) for n in nets)
 
 # %% ../../nbs/13_glance_train.ipynb #e11c3f9d
-def _stains(cfg): return dict(size=cfg.stain_size, color=cfg.stain_color, irregularity=cfg.stain_irregularity,
-                              blur=cfg.stain_blur, relative_to=cfg.image_size)
+def _stains(cfg): return dict(size=cfg.stain_size, color=cfg.stain_color, irregularity=cfg.stain_irregularity, blur=cfg.stain_blur,
+                              relative_to=dict(image=cfg.image_size, patch=cfg.patch_size)[cfg.stain_relative_to])
 
-def _train(cfg, run_dir, images_ft, pairs, progress):
-    run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'chunk', 'cifar_verify'))
+def _train(cfg, run_dir, images_ft, pairs, progress, **assumptions): # recorded in train.json
+    run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'pin_memory', 'chunk', 'cifar_verify'))
     L, record = train_local(cfg, run_dir, ImagePatches(images_ft, cfg.batch_finetune, cfg.seed, cfg.patch_size), progress)
+    record.update(assumptions)
     G, C, record['global_losses'] = train_global(cfg, run_dir, L, pairs, progress)
     save_glance(run_dir, L, G, C); save_json(record, run_dir/'train.json')
     return run_dir
 
 def train_glance(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     "Train GLANCE on MVTec AD category `cfg.category` (supp. C.1) in `run_dir`; resumes an interrupted run"
-    images = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)['images']  # (N, 3, S, S)
-    return _train(cfg, run_dir, images, StainedPairs(images, cfg.batch_size, cfg.seed, cfg.patch_size, **_stains(cfg)), progress)
+    check_imagenet_dir(cfg.imagenet_dir)
+    images = load_config_split(cfg, 'train', progress)['images']  # (N, 3, S, S)
+    return _train(cfg, run_dir, images, StainedPairs(images, cfg.batch_size, cfg.seed, cfg.patch_size, **_stains(cfg)), progress,
+                  resize=f'images {cfg.image_filter} on uint8, masks {cfg.mask_filter} then > {cfg.mask_threshold}',
+                  idw=f'Shepard interpolation over all {cfg.grid}x{cfg.grid} patch centres, power {cfg.idw_p}')
 
 # %% ../../nbs/13_glance_train.ipynb #22e044db
 def cifar10_images(root, # CIFAR-10 root (01_data)
@@ -351,6 +396,8 @@ def cifar10_images(root, # CIFAR-10 root (01_data)
 
 def train_glance_cifar10(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     "Train GLANCE one-class on CIFAR-10 normal class `cfg.category` (supp. C.2) in `run_dir`"
+    check_imagenet_dir(cfg.imagenet_dir)
     images = cifar10_images(cfg.data_root, cfg.category, 'train', cfg.cifar_verify)[0]  # (N, 3, 32, 32)
     small = resize(images, [cfg.patch_size, cfg.patch_size], antialias=True)  # I_L, the fine-tune patches
-    return _train(cfg, run_dir, small, CifarPairs(images, cfg.batch_size, cfg.seed, cfg.image_size, cfg.patch_size), progress)
+    return _train(cfg, run_dir, small, CifarPairs(images, cfg.batch_size, cfg.seed, cfg.image_size, cfg.patch_size), progress,
+                  global_mask='all ones: the whole image is the patch, so the Global-Net sees it without a hole (assumption)')

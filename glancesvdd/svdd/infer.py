@@ -12,14 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import GlanceSvddError, get_device, save_torch, load_torch, progress_bar
-from ..data import load_split
+from ..core import GlanceSvddError, get_device, save_torch, load_torch, progress_bar, full_float32
+from ..data import load_config_split
 from ..patches import grid_size, dense_corners, crop_patches
 from ..runs import save_scores
 from .train import SvddConfig, mean_image, standardise, load_encoder
 
 # %% auto #0
-__all__ = ['INDEX_VERSION', 'EPS32', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index', 'search_index',
+__all__ = ['EPS64', 'INDEX_VERSION', 'EPS32', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index', 'search_index',
            'distribute_scores', 'combine_maps', 'build_bank', 'nearest_normal', 'score_images', 'load_bank',
            'infer_svdd']
 
@@ -42,6 +42,7 @@ def _dense_batch(enc, x, scales):
     return out
 
 @torch.no_grad()
+@full_float32()  # parity with the official code is claimed: no TF32 convolutions (00_core)
 def embed_dense(enc, # SvddEncoder (K=64 and 32) or FlatEncoder (K=64), eval mode
                 x:torch.Tensor, # normalised images (N, 3, H, W)
                 scales=((64, 16), (32, 4)), # (K, S) pairs (supp. S3.2)
@@ -75,29 +76,45 @@ def embed_patches(net, # an encoder whose receptive field is K (Encoder32, SvddE
     return torch.stack(out)
 
 # %% ../../nbs/22_svdd_infer.ipynb #9e151814
+EPS64 = 2.0 ** -53  # float64 unit roundoff
+
+def _direct_min(q, b, qi, bi, best, arg, pairs:int=1 << 18):
+    "Measure the candidate pairs (qi, bi) by direct differences; keep each query's smallest squared distance in best, its row in arg"
+    for s in range(0, len(qi), pairs):  # bounded memory, also when a collapsed bank makes every row a candidate
+        i, j = qi[s:s + pairs], bi[s:s + pairs]
+        d2 = (q[i] - b[j]).pow_(2).sum(1)                                         # (pairs,)
+        m = torch.full_like(best, math.inf).scatter_reduce_(0, i, d2, 'amin')     # each query's minimum in this piece
+        better = m < best
+        win = (d2 == m[i]) & better[i]
+        best[better] = m[better]; arg[i[win]] = j[win]                            # any one of exact ties
+
 @torch.no_grad()
+@full_float32()  # exactness is claimed: no TF32 matrix products (00_core)
 def nn_brute(q:torch.Tensor, # queries (n, D)
              bank:torch.Tensor, # normal features (M, D); the search runs on its device
              chunk:int=8192, # bank rows per distance tile
-             q_chunk:int=4096, # queries per distance tile
-             dtype=torch.float64)->tuple: # tile precision
-    "Exact nearest neighbour of each query in `bank`: distances (n,) float64 and indices (n,)"
+             q_chunk:int=4096)->tuple: # queries per distance tile
+    "Exact nearest neighbour of each query in `bank`, for features of any norm: distances (n,) float64 and indices (n,)"
     dev, out_d, out_i = bank.device, [], []
-    b = bank.to(dtype); bn = (b * b).sum(1)
+    mu = bank.double().mean(0)
+    b = bank.double() - mu; bn = (b * b).sum(1)                   # centred: distances unchanged, norms small
+    bmax = bn.max().sqrt()
     for s in range(0, len(q), q_chunk):
-        qq = q[s:s + q_chunk].to(dev, dtype); qn = (qq * qq).sum(1, keepdim=True)
-        best = torch.full((len(qq),), math.inf, dtype=dtype, device=dev); arg = torch.zeros(len(qq), dtype=torch.long, device=dev)
+        qq = q[s:s + q_chunk].to(dev, torch.float64) - mu; qn = (qq * qq).sum(1)
+        err = (2 * qq.shape[1] + 8) * EPS64 * (qn.sqrt() + bmax) ** 2      # bound on the product's error, per query
+        low = torch.full((len(qq),), math.inf, dtype=torch.float64, device=dev)   # smallest computed value so far
+        best, arg = low.clone(), torch.zeros(len(qq), dtype=torch.long, device=dev)
         for t in range(0, len(b), chunk):
-            d2 = torch.addmm(qn + bn[t:t + chunk], qq, b[t:t + chunk].T, alpha=-2).clamp_(min=0)  # (q, chunk)
-            m, a = d2.min(1)
-            better = m < best
-            best[better], arg[better] = m[better], a[better] + t
+            d2 = torch.addmm(qn[:, None] + bn[t:t + chunk], qq, b[t:t + chunk].T, alpha=-2)  # (q, chunk)
+            low = torch.minimum(low, d2.amin(1))
+            qi, bj = (d2 <= (low + 2 * err)[:, None]).nonzero(as_tuple=True)   # every row that may be the nearest
+            _direct_min(qq, b, qi, bj + t, best, arg)
         out_i.append(arg)
-        out_d.append((q[s:s + q_chunk].to(dev, torch.float64) - bank[arg].double()).norm(dim=1))  # recomputed directly
+        out_d.append((q[s:s + q_chunk].to(dev, torch.float64) - bank[arg].double()).norm(dim=1))  # measured directly
     return torch.cat(out_d), torch.cat(out_i)
 
 # %% ../../nbs/22_svdd_infer.ipynb #9a2f3643
-INDEX_VERSION = 2  # bumped when the index layout changes; `load_bank` rebuilds an older run's index
+INDEX_VERSION = 3  # bumped when the index layout changes; `load_bank` rebuilds an older run's index
 
 def _nearest_centre(bank, cent, dtype, rows=32768):
     "Index of the nearest centre of each feature, computed in `dtype`"
@@ -117,7 +134,8 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
         a = _nearest_centre(bank, cent, torch.float32)
         n = torch.bincount(a, minlength=len(cent)).double()[:, None]
         cent = torch.where(n > 0, torch.zeros_like(cent).index_add_(0, a, bank.double()) / n.clamp(min=1), cent)  # empty: kept
-    cell = _nearest_centre(bank, cent, torch.float64)   # Voronoi cells in float64: the bisector bound relies on them
+    cell = _nearest_centre(bank, cent, torch.float64)   # Voronoi cells in float64: the bisector bound relies on them ...
+    assign_err = 2 * (2 * bank.shape[1] + 8) * EPS64 * (bank.double().norm(dim=1).max() + cent.norm(dim=1).max()).item() ** 2  # ... up to this
     rho = (bank.double() - cent[cell]).norm(dim=1)
     order = torch.from_numpy(np.lexsort((rho.numpy(), cell.numpy())))  # by cell, then radius
     cell, rho, x = cell[order], rho[order], bank[order]
@@ -131,7 +149,7 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
     be = torch.minimum(bs + block, start[bcell] + counts[bcell])
     rmin, rmax, scale = rho[bs], rho[be - 1], rho.max().item() * (1 + 1e-9) + 1e-30
     last = (first + n_blocks - 1).clamp(min=0)
-    return dict(version=INDEX_VERSION, bank=x, offsets=o.float(), perm=order, centres=cent, r2=rho ** 2,
+    return dict(version=INDEX_VERSION, bank=x, offsets=o.float(), perm=order, centres=cent, r2=rho ** 2, assign_err=assign_err,
                 bias=(rho ** 2 + 2 * (cent[cell] * o).sum(1)).float(),  # ||x - c||^2 + 2 c.(x - c), per feature
                 centre_norms=cent.norm(dim=1), centre_dists=torch.cdist(cent, cent, compute_mode='donot_use_mm_for_euclid_dist'),
                 counts=counts, bcell=bcell, bs=bs, be=be, rmin=rmin, rmax=rmax,
@@ -174,7 +192,7 @@ def _candidates(ix, dqc, thr, b0, cell, exact, tile=1024):
         d, t, c0 = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None], cell[t0:t0 + tile]
         d0 = d.gather(1, c0[:, None])              # distance to the query's nearest centre
         near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half']).add_(d, alpha=2 * EPS32)   # radius bound (+ rounding of ||q - c||)
-        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + 1e-12) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
+        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + ix['assign_err']) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
         if not exact: near &= torch.arange(len(ix['centres'])) == c0[:, None]
         qi, c = near.nonzero(as_tuple=True)
         dc = d[qi, c]; tc = thr[t0 + qi] + 2 * EPS32 * dc
@@ -200,7 +218,8 @@ def _threaded(fn, groups, threads):
 
 def _search(ix, q, exact, slack, max_pairs, threads):
     qd = q.double().cpu(); qf = qd.float(); n = len(qd)
-    dqc = torch.cat([torch.cdist(qd[s:s + 4096], ix['centres']).float() for s in range(0, n, 4096)])  # (n, C); its rounding: see below
+    dqc = torch.cat([torch.cdist(qd[s:s + 4096], ix['centres'], compute_mode='donot_use_mm_for_euclid_dist').float()
+                     for s in range(0, n, 4096)])  # (n, C), by direct differences; its float32 rounding: see below
     qnorm = qd.norm(dim=1)
     bs, be, bc = ix['bs'].tolist(), ix['be'].tolist(), ix['bcell'].tolist()
 
@@ -257,10 +276,8 @@ def search_index(ix:dict, # from `build_index`
         raise GlanceSvddError(f"this index has layout version {ix.get('version', 1)}, this glancesvdd needs {INDEX_VERSION}: "
                               "rebuild it with build_index (load_bank does that for a run's bank.pt)")
     threads = max(1, threads or torch.get_num_threads())
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision('highest')  # the float32 error bound needs true float32 products
-    try: parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs, threads) for s in range(0, len(q), q_chunk)]
-    finally: torch.set_float32_matmul_precision(precision)
+    with full_float32():  # the float32 error bound needs true float32 products (00_core)
+        parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs, threads) for s in range(0, len(q), q_chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 # %% ../../nbs/22_svdd_infer.ipynb #7959d9d2
@@ -333,7 +350,7 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
         for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # made by an older glancesvdd
         if stale: save_torch(bank, f)
         return bank
-    train = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)
+    train = load_config_split(cfg, 'train', progress)
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
     bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress), paths=list(train['paths']))
     save_torch(bank, f)
@@ -348,7 +365,7 @@ def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=F
                               f" < {cfg.collapse_tol}): all its scores would be equal and any AUROC 0.5. Train again with a "
                               f"smaller λ (lambda_svdd={cfg.lambda_svdd}; official advice 1e-3), or pass allow_collapsed=True")
     bank = load_bank(cfg, run_dir, enc, progress)
-    data = load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress=progress)
+    data = load_config_split(cfg, split, progress)
     parts = [score_images(enc, data['images'][i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
              for i in progress_bar(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
     s = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import GlanceSvddError, get_device, seed_everything, save_json, save_torch, load_torch, load_json
-from ..data import load_split
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, PRECISIONS, save_json, save_torch, load_torch, load_json
+from ..data import load_config_split, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches, jitter_corners, neighbour_corners
-from ..runs import fit, init_run, loss_summary
+from ..runs import fit, init_run, is_trained, loss_summary
 from .encoder import make_encoder, PositionClassifier
 
 # %% auto #0
@@ -26,19 +26,22 @@ __all__ = ['COMBINE', 'TABLE_S2', 'SvddConfig', 'smoke_config', 'mean_image', 's
 # %% ../../nbs/21_svdd_train.ipynb #1abed944
 @dataclass(frozen=True)
 class SvddConfig:
-    "Patch SVDD hyper-parameters on MVTec AD (supp. S3; the official release, research/patchsvdd.md)"
+    "Patch SVDD hyper-parameters on MVTec AD (supp. S3; the official release @ 934d623)"
     category: str = 'bottle'          # MVTec AD category (one model per category)
     data_root: str = 'data/mvtec_ad'  # dataset root (01_data layout)
     image_size: int = 256             # images resized to 256x256 (supp. S3.1)
-    D: int = 64                       # embedding dimension (official --D default, research §1c)
+    image_filter: str = 'bicubic'     # PIL's default resize on the uint8 image (official codes/mvtecad.py @ 934d623)
+    mask_filter: str = 'bicubic'      # masks resized the same way, then ...
+    mask_threshold: int = 128         # ... kept where > 128 (official get_mask)
+    D: int = 64                       # embedding dimension (official `main_train.py --D` default)
     hierarchical: bool = True         # hierarchical encoder (supp. S3.2); False: Table S2's first row
-    lambda_svdd: float = 1e-3         # λ, weight of L_SVDD' (README command; issue #10: larger λ collapses)
+    lambda_svdd: float = 1e-3         # λ, weight of L_SVDD': the official README's command, not the paper's (none published, issues #5, #30)
     lr: float = 1e-4                  # Adam learning rate (official --lr default)
-    epochs: int = 300                 # official --epochs default; epoch 0 only evaluates, so 299 epochs train
+    epochs: int = 300                 # official main_train.py default, not the paper's; epoch 0 only evaluates, so 299 train
     repeat: int = 100                 # samples per image per epoch (official `rep`)
     batch_size: int = 64              # pairs of each of the four kinds per step (official DataLoader)
     noise: float = 0.02               # σ of the RGB shift and the pixel noise on position pairs (official PositionDataset)
-    learn_fc3_weight: bool = False    # official quirk: the classifier's last weight is never trained (research §1d)
+    learn_fc3_weight: bool = False    # official quirk: the classifier's last weight is never trained (`NormalizedLinear`, codes/networks.py)
     stride_64: int = 16               # S for K=64 (supp. S3.2)
     stride_32: int = 4                # S for K=32 (supp. S3.2)
     combine: str = 'mult'             # M = M_64 ⊙ M_32 (supp. Alg. 2, line 11); 'sum' (official maps_sum), 'k64', 'k32'
@@ -49,13 +52,20 @@ class SvddConfig:
     device: str|None = None           # None: CUDA when available
     ckpt_every: int = 500             # iterations between checkpoints
     nn_chunk: int = 8192              # bank rows per distance tile of the brute-force search (memory bound)
+    precision: str = 'fp32'           # training arithmetic: 'fp32' (official), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
+
+    limits = dict(  # checked with the field types by `check_config` (00_core); the method's constraints below
+        image_size=Between(64, why='the K=64 patch must fit'), D=COUNT, lambda_svdd=NON_NEGATIVE, lr=POSITIVE,
+        epochs=Between(2, why='epoch 0 only evaluates'), repeat=COUNT, batch_size=COUNT, noise=NON_NEGATIVE,
+        stride_64=COUNT, stride_32=COUNT, combine=OneOf('mult', 'sum', 'k64', 'k32'), nn_search=OneOf('exact', 'approx'),
+        iters=COUNT, collapse_tol=NON_NEGATIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, nn_chunk=COUNT,
+        image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
+        precision=OneOf(*PRECISIONS))
 
     def __post_init__(self):
-        if self.combine not in COMBINE: raise GlanceSvddError(f"combine={self.combine!r}: choose from {COMBINE}")
-        if self.nn_search not in ('exact', 'approx'): raise GlanceSvddError(f"nn_search={self.nn_search!r}: choose 'exact' or 'approx'")
+        check_config(self)
         if not self.hierarchical and self.combine != 'k64':
             raise GlanceSvddError(f"the non-hierarchical encoder has only the K=64 scale: use combine='k64', not {self.combine!r}")
-        if self.image_size < 64: raise GlanceSvddError(f"image_size {self.image_size} is smaller than the K=64 patch")
 
 COMBINE = ('mult', 'sum', 'k64', 'k32')
 
@@ -160,12 +170,13 @@ def make_trainer(cfg:SvddConfig, x:torch.Tensor): # normalised training images (
         idx = torch.from_numpy(batch_images(it, len(x), cfg.repeat, cfg.batch_size, cfg.seed)).to(dev)
         pairs = {K: sample_pairs(len(idx), K, x.shape[-1], rng) for K in cls}
         p = {K: crop_pairs(x, idx, pairs[K], K, cfg.noise, gen) for K in cls}
-        h = dict(zip((64, 32), encode_pairs(enc, p[64], p.get(32))))
         out, loss = {}, 0.
-        for K in cls:
-            ssl, sv = pair_losses(cls[K], h[K], torch.from_numpy(pairs[K]['labels']).to(dev))
-            loss = loss + ssl + cfg.lambda_svdd * sv
-            out |= {f'ssl_{K}': ssl.item(), f'svdd_{K}': sv.item(), f'spread_{K}': spread(h[K].detach())}
+        with autocast(dev, cfg.precision):   # forward and losses; 'fp32' (default): plain float32
+            h = dict(zip((64, 32), encode_pairs(enc, p[64], p.get(32))))
+            for K in cls:
+                ssl, sv = pair_losses(cls[K], h[K], torch.from_numpy(pairs[K]['labels']).to(dev))
+                loss = loss + ssl + cfg.lambda_svdd * sv
+                out |= {f'ssl_{K}': ssl.item(), f'svdd_{K}': sv.item(), f'spread_{K}': spread(h[K].detach())}
         opt.zero_grad(); loss.backward(); opt.step()
         return dict(loss=loss.item(), **out)
     state = dict(encoder=enc, optimizer=opt, **{f'cls_{K}': c for K, c in cls.items()})
@@ -194,9 +205,9 @@ def is_collapsed(spreads:dict, tol:float=1.2e-7)->bool:
 def train_svdd(cfg:SvddConfig, run_dir, progress:bool=True)->Path:
     "Train Patch SVDD (supp. Alg. 1) on `cfg.category` in `run_dir`; resumes an interrupted run"
     run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'nn_chunk', 'nn_search', 'combine'))
-    if (run_dir/'model.pt').exists(): return run_dir
+    if is_trained(run_dir/'model.pt'): return run_dir   # an empty or damaged model.pt is written again (04_runs)
     dev = get_device(cfg.device)
-    images = load_split(cfg.data_root, cfg.category, 'train', cfg.image_size, progress=progress)['images']
+    images = load_config_split(cfg, 'train', progress)['images']
     x = standardise(images, mean_image(images)).to(dev)
     tr, iters, t0 = make_trainer(cfg, x), n_iters(cfg, len(x)), time.time()
     history = fit(tr['step'], tr['state'], iters, run_dir/'checkpoints', cfg.ckpt_every, rngs=tr['rngs'],

@@ -1,0 +1,247 @@
+"""Issue 16, faults and bad input: each fault injected through the `glancesvdd` command on tiny synthetic data, and
+three things asserted: the exit code, one clear message (no traceback on stderr), and that nothing was lost (md5 of
+the run folders' models, checkpoints, scores and metrics before and after)."""
+import hashlib, json, os, shutil, signal, subprocess, sys, tarfile, time, warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from glancesvdd.core import load_json
+from glancesvdd.data import make_synthetic_mvtec, load_split
+
+BIN = Path(sys.executable).parent
+SMALL = 'image_size=128'            # Patch SVDD at 128 px: small and quick on a CPU
+RUN = ('--data', 'data', '--smoke')
+
+def cli(*args, cwd, timeout=900):
+    "Run the installed `glancesvdd` command: (exit code, stdout, stderr)"
+    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+def clear_error(res, *words, code=2):
+    "The exit code, exactly one `glancesvdd: error:` message that holds `words`, and no traceback"
+    rc, out, err = res
+    assert rc == code, (rc, out, err)
+    assert 'Traceback' not in err + out, err
+    assert sum(l.startswith('glancesvdd: error:') for l in err.splitlines()) == 1, err
+    for w in words: assert w in err, (w, err)
+    return err
+
+def ok(res):
+    rc, out, err = res
+    assert rc == 0 and 'Traceback' not in err + out, (rc, out, err)
+    return out
+
+def md5s(root)->dict:
+    "md5 of every model, checkpoint, score and metrics file under `root` (the batch summary aside)"
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob('*'))
+            if p.is_file() and p.suffix in ('.pt', '.json', '.npz') and p.name != 'batch_summary.json'}
+
+def weights(f):
+    ck = torch.load(f, weights_only=False)
+    return torch.cat([v.float().reshape(-1) for k in sorted(ck['encoder']) for v in [ck['encoder'][k]]])
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    "One synthetic data set for every case: brick and logo at 128 px, and a category without test/"
+    d = tmp_path_factory.mktemp('faults')
+    make_synthetic_mvtec(d/'data', categories=('brick', 'logo'), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
+    shutil.copytree(d/'data'/'brick'/'train', d/'data'/'gravel'/'train')    # gravel: train/ only, no test/
+    return d
+
+@pytest.fixture(scope='module')
+def trained(work):
+    "Patch SVDD trained and evaluated on brick (smoke sizes); returns its run folder"
+    for step in ('train', 'evaluate'): ok(cli(step, 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', SMALL, cwd=work))
+    return work/'runs'/'svdd'/'brick'/'seed0'
+
+def kernel_of(pid:int):
+    "The pid of the ipykernel that process `pid` started, or None"
+    for d in Path('/proc').iterdir():
+        if not d.name.isdigit(): continue
+        try:
+            ppid = int((d/'stat').read_text().rsplit(')', 1)[1].split()[1])
+            if ppid == pid and b'ipykernel_launcher' in (d/'cmdline').read_bytes(): return int(d.name)
+        except (OSError, IndexError, ValueError): pass
+    return None
+
+def wait_for(cond, p, timeout=600):
+    t0 = time.time()
+    while not cond():
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < timeout, 'timed out'
+        time.sleep(0.05)
+
+# Bad 1: a kernel killed in the middle of a two-category batch (what the OOM killer does)
+
+def test_kernel_killed_in_a_batch(work):
+    "The other category completes, the failure names its notebook and log, a rerun resumes to the uninterrupted weights"
+    args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', f'{SMALL},iters=40')
+    p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    brick = work/'kruns'/'svdd'/'brick'/'seed0'
+    wait_for(lambda: list((brick/'checkpoints').glob('iter_*.pt')), p)
+    kernel = kernel_of(p.pid)
+    os.kill(kernel, signal.SIGKILL)
+    out, err = p.communicate(timeout=900)
+    clear_error((p.returncode, out, err), '1 of 2 runs failed')
+    assert '| svdd | brick | 0 | failed |' in out and 'kernel running train_svdd died' in out, out
+    assert '| svdd | logo | 0 | done |' in out, out
+    summary = load_json(work/'kruns'/'batch_summary.json')
+    assert [r['status'] for r in summary['results']] == ['failed', 'done']
+    assert (work/summary['results'][0]['log']).exists() and (work/summary['results'][0]['notebook']).exists()
+    assert not (brick/'checkpoints'/'iter_00000040.pt').exists(), 'killed too late to test resuming'
+    logo = md5s(work/'kruns'/'svdd'/'logo')
+    out = ok(cli(*args, cwd=work))                                            # the rerun resumes brick, skips logo
+    assert '| svdd | brick | 0 | done |' in out and '| svdd | logo | 0 | skipped |' in out, out
+    assert md5s(work/'kruns'/'svdd'/'logo') == logo
+    assert (brick/'train_svdd.failed-1.log').exists() and (brick/'train_svdd.failed-1.ipynb').exists()   # the failure's record
+    assert load_json(brick/'train.json')['iters'] == 40                     # --set wins over --smoke (smoke alone: 20)
+    ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'sruns', '--set', f'{SMALL},iters=40', cwd=work))
+    assert torch.equal(weights(brick/'model.pt'), weights(work/'sruns'/'svdd'/'brick'/'seed0'/'model.pt'))
+
+def test_kernel_killed_in_train(work):
+    p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'truns', '--set', f'{SMALL},iters=400'],
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: kernel_of(p.pid), p)
+    time.sleep(1); os.kill(kernel_of(p.pid), signal.SIGKILL)
+    out, err = p.communicate(timeout=600)
+    clear_error((p.returncode, out, err), 'kernel running train_svdd died', 'run the same command again', 'train_svdd.log')   # at start-up or later
+
+def test_ctrl_c_shows_one_line(work):
+    p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'cruns', '--set', f'{SMALL},iters=400'],
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = work/'cruns'/'svdd'/'logo'/'seed0'
+    wait_for(lambda: list((run/'checkpoints').glob('iter_*.pt')), p)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 130 and err.strip().splitlines() == [
+        'glancesvdd: interrupted; finished runs are kept, run the same command again to continue'], err
+
+# Bad 2: a damaged scores.npz; Weak: a missing runs folder
+
+def test_report_skips_damaged_scores(trained, work):
+    for cat, damage in (('brick', 'cut'), ('logo', 'flip')):
+        run = work/'rruns'/'svdd'/cat/'seed0'
+        shutil.copytree(trained, run)
+        b = bytearray((run/'scores.npz').read_bytes())
+        if damage == 'cut': b = b[:2000]
+        else: b[len(b) // 3] ^= 0xFF                                           # one byte flipped: Bad CRC-32
+        (run/'scores.npz').write_bytes(bytes(b))
+    before = md5s(work/'rruns')
+    rc, out, err = cli('report', '--runs', 'rruns', '--out', 'rep', cwd=work)
+    assert rc == 0 and 'Traceback' not in err, err
+    for cat in ('brick', 'logo'): assert f'svdd/{cat}/seed0/scores.npz is damaged' in err and 'evaluate the run again' in err, err
+    assert (work/'rep'/'index.md').exists() and md5s(work/'rruns') == before
+
+def test_report_of_a_missing_runs_folder(work):
+    clear_error(cli('report', '--runs', 'rnus', '--out', 'rep2', cwd=work), 'runs folder rnus does not exist')
+
+# Bad 3 and 4, Weak `--set`: every config field checked by its type and limits, before a kernel starts, never stored
+
+@pytest.mark.parametrize('method, values, words', [
+    ('svdd', 'image_size=abc', ["SvddConfig.image_size: expected an integer, given 'abc'"]),
+    ('svdd', 'iters=abc', ["SvddConfig.iters: expected an integer or None, given 'abc'"]),
+    ('svdd', 'iters=0', ['SvddConfig.iters: expected >= 1, given 0']),
+    ('svdd', 'batch_size=0', ['SvddConfig.batch_size: expected >= 1, given 0']),   # was a ZeroDivisionError
+    ('svdd', 'hierarchical=maybe', ["SvddConfig.hierarchical: expected True or False, given 'maybe'"]),
+    ('glance', 'image_size=128', ['GlanceConfig.image_size: expected 256, given 128', 'Tab. 2']),
+    ('glance', 'betas=(0.5,0.9),lr_global=-1', ['GlanceConfig.lr_global: expected > 0, given -1']),   # the tuple is read whole
+])
+def test_bad_config_values_are_refused(trained, work, method, values, words):
+    before = md5s(work/'runs')
+    clear_error(cli('train', method, 'brick', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
+    if values == 'image_size=abc':   # batch: refused the same way, before any run starts
+        clear_error(cli('batch', '--method', method, '--categories', 'brick,logo', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
+    assert md5s(work/'runs') == before and not (work/'runs'/'glance').exists()
+
+@pytest.mark.parametrize('device', ['tpu', 'gpu'])
+def test_bad_device_is_refused_before_a_kernel_starts(work, device):
+    clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'druns', '--device', device, cwd=work),
+                f"device '{device}': expected auto, cpu, cuda or cuda:N")
+    assert not (work/'druns').exists()
+
+# Bad 5 and Weak download: a file as --root; a per-category archive with --sha256 none, recorded
+
+def test_download_to_a_file_root(work):
+    (work/'afile').write_text('x')
+    clear_error(cli('download', 'mvtec', '--root', 'afile', cwd=work), 'afile is a file, not a folder')
+
+def test_per_category_archive(work):
+    d = work/'pack'; make_synthetic_mvtec(d, categories=('brick',), n_train=2, n_test_good=1, n_test_defect=1, image_size=64)
+    (d/'brick').rename(d/'bottle')
+    with tarfile.open(work/'bottle.tar.xz', 'w:xz') as t: t.add(d/'bottle', 'bottle')
+    clear_error(cli('download', 'mvtec', '--root', 'mv', '--archive', 'bottle.tar.xz', '--categories', 'bottle', cwd=work),
+                'differs from the expected', 'per-category archive')
+    ok(cli('download', 'mvtec', '--root', 'mv', '--archive', 'bottle.tar.xz', '--categories', 'bottle', '--sha256', 'none', cwd=work))
+    assert (work/'mv'/'mvtec_ad'/'bottle'/'test').is_dir()
+    assert load_json(work/'mv'/'mvtec_ad_download.json')[-1]['sha256'] == 'none (not checked)'
+
+# Weak: one bad category does not stop the batch
+
+def test_bad_categories_fail_alone(trained, work):
+    run = work/'bruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    (run/'metrics.json').write_text('{"image_auroc": 0.')                     # damaged
+    before = md5s(work/'bruns')
+    res = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', SMALL, cwd=work)
+    clear_error(res, '2 of 2 runs failed')
+    assert '| svdd | brick | 0 | failed |' in res[1] and '| svdd | gravel | 0 | failed |' in res[1], res[1]
+    results = load_json(work/'bruns'/'batch_summary.json')['results']
+    assert [r['status'] for r in results] == ['failed', 'failed']
+    assert 'metrics.json is not valid JSON' in results[0]['error'] and 'the trained model is kept' in results[0]['error']
+    assert 'gravel/test does not exist' in results[1]['error']
+    after = md5s(work/'bruns'); after.pop('svdd/brick/seed0/metrics.json', None); before.pop('svdd/brick/seed0/metrics.json', None)
+    assert after == before and not (work/'bruns'/'svdd'/'gravel').exists()
+
+# Weak: two processes in one run folder; a stale lock
+
+def test_second_process_in_a_run_folder_is_refused(trained, work):
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+    try:
+        (trained/'.lock').write_text(json.dumps(dict(pid=holder.pid, host=os.uname().nodename, since='now')))
+        before = md5s(trained)
+        clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', SMALL, cwd=work),
+                    f'is in use by process {holder.pid}', 'wait for it')
+        assert md5s(trained) == before
+    finally: holder.kill(); (trained/'.lock').unlink(missing_ok=True)
+
+# Weak: the same data under another spelling; an empty model.pt (and a stale lock taken over on the way)
+
+def test_same_data_other_spelling(trained, work):
+    before = md5s(trained)
+    ok(cli('train', 'svdd', 'brick', '--data', './data/', '--smoke', '--runs', 'runs', '--set', SMALL, cwd=work))   # absolute: 04_runs
+    assert md5s(trained) == before
+    err = clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', f'{SMALL},lr=0.5', cwd=work), 'another config')
+    assert 'it holds a trained model (model.pt): to evaluate it' in err and '--force' not in err   # no advice that deletes it
+
+def test_empty_model_is_trained_again(trained, work):
+    run = work/'zruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    (run/'model.pt').write_bytes(b'')
+    dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
+    (run/'.lock').write_text(json.dumps(dict(pid=dead.pid, host=os.uname().nodename, since='then')))   # stale
+    ckpts = {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')}
+    ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'zruns', '--set', SMALL, cwd=work))
+    assert torch.equal(weights(run/'model.pt'), weights(trained/'model.pt')) and (run/'model.pt.damaged').exists()
+    assert {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')} == ckpts and not (run/'.lock').exists()
+
+# Weak: evaluate before train
+
+def test_evaluate_before_train_creates_nothing(work):
+    clear_error(cli('evaluate', 'svdd', 'logo', *RUN, '--runs', 'eruns', '--set', SMALL, cwd=work),
+                'no trained model at eruns/svdd/logo/seed0/model.pt', 'glancesvdd train svdd logo')
+    assert not (work/'eruns').exists()
+
+# Weak: masks stored as 0/1
+
+def test_masks_stored_as_0_1_are_named(work):
+    shutil.copytree(work/'data'/'brick', work/'mdata'/'brick')
+    for m in (work/'mdata'/'brick'/'ground_truth').rglob('*.png'):
+        Image.fromarray((np.asarray(Image.open(m)) > 0).astype(np.uint8)).save(m)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        with pytest.raises(Exception, match=r'only mask values > 128 count as defect.*0/255.*0/1'):
+            load_split(work/'mdata', 'brick', 'test', 128, progress=False)
+    assert any('marks no pixel: its values are 0..1' in str(x.message) for x in w)

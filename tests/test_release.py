@@ -1,0 +1,150 @@
+"Issue 13: the release route (download, evaluate --release, report) end to end through the CLI, its bad inputs, and figures/."
+import io, shutil, subprocess, sys, tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glancesvdd.core import GlanceSvddError, load_json, save_json
+from glancesvdd.data import make_synthetic_mvtec, sha256sum
+from glancesvdd.svdd.release import RELEASE_SHA256, RELEASE_TOP, download_release, release_checkpoint
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT/'tests'/'fixtures'/'patchsvdd_official'   # byte-identical copies of two released files: bottle, wood
+
+
+def cli(*args, cwd, check=True):
+    "Run the installed `glancesvdd` command; returns (exit code, stdout + stderr)"
+    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    if check: assert r.returncode == 0, out
+    return r.returncode, out
+
+
+def fake_release(root, cats=('bottle', 'wood')):
+    "A release folder (ckpts/<category>/enchier.pkl) holding the fixture files"
+    for c in cats:
+        release_checkpoint(root, c).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIX/f'{c}_enchier.pkl', release_checkpoint(root, c))
+    return Path(root)
+
+
+def fake_archive(path, cats=('bottle', 'wood')):
+    "A .tar.gz with the layout of GitHub's archive of the release commit"
+    with tarfile.open(path, 'w:gz') as tar:
+        for c in cats:
+            data = (FIX/f'{c}_enchier.pkl').read_bytes()
+            ti = tarfile.TarInfo(f'{RELEASE_TOP}/ckpts/{c}/enchier.pkl'); ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return Path(path)
+
+
+def synthetic_mvtec(root):
+    "Two synthetic categories under the MVTec AD names of the two fixture checkpoints (3 train, 3 test images each)"
+    for src, name in (('logo', 'bottle'), ('brick', 'wood')):
+        make_synthetic_mvtec(root/'.src', [src], n_train=3, n_test_good=1, n_test_defect=1, defects=('stain', 'scratch'))
+        (root/'.src'/src).rename(root/name)
+    shutil.rmtree(root/'.src')
+    return root
+
+
+def main_cli(*args, capsys):
+    "The `glancesvdd` command in this process (same parser and error handling); returns (exit code, stdout + stderr)"
+    from glancesvdd.cli import main
+    rc = main([str(a) for a in args]); out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_download_archive_clone_and_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path); monkeypatch.setenv('GLANCESVDD_PROGRESS', 'log')  # what main() sets for evaluate
+    a = fake_archive(tmp_path/'release.tar.gz')
+    rc, out = main_cli('download', 'patchsvdd-release', '--root', 'd', '--archive', a, '--categories', 'bottle,wood', capsys=capsys)
+    rel = tmp_path/'d'/'patchsvdd_release'
+    assert rc == 0 and 'sha256 checked' in out and sha256sum(release_checkpoint(rel, 'wood')) == RELEASE_SHA256['wood']
+    rc, _ = main_cli('download', 'patchsvdd-release', '--root', 'e', '--from', rel, '--categories', 'bottle', capsys=capsys)
+    assert rc == 0 and sha256sum(release_checkpoint(tmp_path/'e'/'patchsvdd_release', 'bottle')) == RELEASE_SHA256['bottle']
+    rc, out = main_cli('download', 'patchsvdd-release', '--root', 'f', '--from', rel, capsys=capsys)  # all 15 asked
+    assert rc == 2 and "'cable' has no checkpoint" in out and not (tmp_path/'f'/'patchsvdd_release').exists()
+    with pytest.raises(GlanceSvddError, match='--archive PATH.*--from DIR'):   # offline: where to get it, how to pass it
+        download_release(tmp_path/'g', url='http://127.0.0.1:9/release.tar.gz', progress=False)
+
+
+def test_bad_input_one_message_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path); monkeypatch.setenv('GLANCESVDD_PROGRESS', 'log')  # what main() sets for evaluate
+    synthetic_mvtec(tmp_path/'data')
+    rel = fake_release(tmp_path/'rel', ('bottle',))
+    ev = ('evaluate', 'svdd', '--data', 'data', '--runs', 'runs', '--categories')
+    cases = [((*ev, 'bottle', '--release', tmp_path/'data'), 'is not a Patch SVDD release folder'),
+             ((*ev, 'bottle,wood', '--release', rel), "'wood' has no checkpoint"),
+             (('evaluate', 'glance', '--release', rel, '--data', 'data', '--categories', 'bottle'), 'Patch SVDD encoders')]
+    for args, msg in cases:
+        rc, out = main_cli(*args, capsys=capsys)
+        assert rc == 2 and msg in out, out
+    torch.save({'conv.weight': torch.zeros(1)}, release_checkpoint(rel, 'bottle'))  # not an EncoderHier state_dict
+    rc, out = main_cli(*ev, 'bottle', '--release', rel, '--allow-modified', capsys=capsys)
+    assert rc == 2 and 'not an official Patch SVDD encoder' in out
+    with open(release_checkpoint(rel, 'bottle'), 'ab') as f: f.write(b'\0')       # not the released bytes
+    rc, out = cli(*ev, 'bottle', '--release', rel, cwd=tmp_path, check=False)      # the installed command: exit status, no traceback
+    assert rc == 2 and 'is not the release' in out and '--allow-modified' in out and 'Traceback' not in out, out
+    assert not (tmp_path/'runs').exists()   # refused before anything was written
+
+
+@pytest.fixture(scope='module')
+def release_runs(tmp_path_factory):
+    "evaluate --release on bottle and wood: wood first fails (its folder was made with another config), then resumes"
+    d = tmp_path_factory.mktemp('release')
+    synthetic_mvtec(d/'data'); fake_release(d/'rel')
+    save_json(dict(category='wood', sha256='0' * 64), d/'runs'/'svdd-release'/'wood'/'seed0'/'config.json')
+    args = ('evaluate', 'svdd', '--release', 'rel', '--categories', 'all', '--data', 'data', '--runs', 'runs', '--device', 'cpu')
+    rc, first = cli(*args, cwd=d, check=False)
+    shutil.rmtree(d/'runs'/'svdd-release'/'wood')
+    _, second = cli(*args, cwd=d)
+    return d, rc, first, second
+
+
+def test_release_runs_fail_alone_and_resume(release_runs):
+    d, rc, first, second = release_runs
+    assert rc == 2 and '| svdd-release | bottle | 0 | done |' in first and '| svdd-release | wood | 0 | failed |' in first, first
+    assert 'GlanceSvddError: run folder' in first     # made with another config (the note shows its start)
+    assert '| svdd-release | bottle | 0 | skipped |' in second and '| svdd-release | wood | 0 | done |' in second, second
+
+
+@pytest.mark.parametrize('category', ['bottle', 'wood'])
+def test_release_run_folder(release_runs, category):
+    run = release_runs[0]/'runs'/'svdd-release'/category/'seed0'
+    for f in ('config.json', 'model.pt', 'train.json', 'scores.npz', 'metrics.json', 'evaluate_release.ipynb', 'evaluate_release.log'):
+        assert (run/f).exists(), f
+    cfg, m = load_json(run/'config.json'), load_json(run/'metrics.json')
+    assert (cfg['method'], cfg['sha256'], cfg['modified'], cfg['category']) == ('svdd-release', RELEASE_SHA256[category], False, category)
+    assert cfg['checkpoint'].endswith(f'ckpts/{category}/enchier.pkl') and cfg['image_size'] == 256
+    assert m['sha256'] == RELEASE_SHA256[category] and m['collapsed'] is False and 0 <= m['image_auroc'] <= 1
+    assert {'image_auroc_k64', 'pixel_auroc_k32', 'aupro'} <= set(m) and m['n_images'] == 3
+    with np.load(run/'scores.npz') as s: assert s['maps'].shape == (3, 256, 256) and len(s['bank_paths']) == 3
+
+
+def test_report_and_explorer_open_the_release_runs(release_runs):
+    d = release_runs[0]
+    cli('report', '--runs', 'runs', '--out', 'figs', cwd=d)
+    rows = {r.split(' | ')[0].strip('| '): r for r in (d/'figs'/'svdd_table_s1.md').read_text().splitlines() if r.startswith('| ')}
+    m = load_json(d/'runs'/'svdd-release'/'bottle'/'seed0'/'metrics.json')
+    assert rows['Bottle'].startswith(f"| Bottle | 0.986 | {m['image_auroc']:.3f} | — | — | 0.981 | {m['pixel_auroc']:.3f} | — | — |")
+    assert 'Leather †' in rows and '0.501 detection AUROC' in (d/'figs'/'svdd_table_s1.md').read_text()
+    assert 'Patch SVDD (release)' in (d/'figs'/'comparison.md').read_text()
+    from glancesvdd.viz import explore
+    ex = explore(d/'runs')
+    assert {r['method'] for r in ex.runs} == {'svdd-release'} and {r['category'] for r in ex.runs} == {'bottle', 'wood'}
+
+
+def test_committed_figures_are_current(tmp_path):
+    "figures/ holds what `glancesvdd report --out figures` writes without runs: its tables must equal the modules' output now"
+    from glancesvdd.reports import render_report
+    files = render_report(tmp_path/'runs', tmp_path/'out')
+    committed = ROOT/'figures'
+    for f in files:
+        if f.suffix not in ('.md', '.tex'): continue
+        new = f.read_text().replace(str(tmp_path/'runs'), 'runs')
+        assert (committed/f.name).exists(), f"figures/{f.name} is missing: run `glancesvdd report --out figures` (no runs/)"
+        assert (committed/f.name).read_text() == new, f"figures/{f.name} is stale: run `glancesvdd report --out figures` (no runs/)"
+    assert (committed/'README.md').exists()
