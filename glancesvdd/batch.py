@@ -18,7 +18,7 @@ from .core import GlanceSvddError, save_json, load_json, from_params, progress_b
 from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
-__all__ = ['METHODS', 'JOB_FIELDS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
+__all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
            'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
            'run_job', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
@@ -78,7 +78,7 @@ class Job:
     def parameters(self)->dict:
         "What papermill injects into the notebooks' `parameters` cell: the declared names, the config fields as one dict"
         p = asdict(self); p.pop('overrides')
-        return p | dict(config=dict(self.overrides))
+        return p | dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides})   # papermill writes a tuple as a string; the config reads a list back as a tuple (00_core)
 
 # %% ../nbs/60_batch.ipynb #f57f92b6
 @dataclass(frozen=True)
@@ -91,16 +91,17 @@ class ReleaseJob(Job):
     def notebooks(self)->tuple: return ('evaluate_release',)
 
 # %% ../nbs/60_batch.ipynb #b8ebc3af
-def _succeeded(nb_file:Path)->bool:
-    "Whether an executed notebook ran every code cell without an error"
-    try: nb = nbformat.read(nb_file, as_version=4)
-    except Exception: return False
-    return not nb.metadata.get('papermill', {}).get('exception') and \
-        all(c.metadata.get('papermill', {}).get('end_time') for c in nb.cells if c.cell_type == 'code')   # a dead kernel leaves cells that never ended
+FINISHED = '[glancesvdd] the notebook ran to its end'   # the last line of the log of an attempt that succeeded
+
+def _succeeded(log:Path)->bool:
+    "Whether the attempt that wrote `log` ran its notebook to the end (a dead kernel or a killed command leaves no last line)"
+    try:
+        with open(log, 'rb') as f: f.seek(max(f.seek(0, 2) - 200, 0)); return f.read().decode(errors='replace').rstrip().endswith(FINISHED)
+    except OSError: return False
 
 def keep_failed(out:Path, log:Path):
     "Move an earlier attempt's notebook and log aside as NAME.failed-N.ipynb / .log unless it succeeded, so a rerun keeps the failure's record"
-    if not out.exists() or _succeeded(out): return
+    if not (out.exists() or log.exists()) or _succeeded(log): return
     n = 1 + max((int(m[1]) for f in out.parent.iterdir() if (m := re.fullmatch(rf'{re.escape(out.stem)}\.failed-(\d+)\.\w+', f.name))), default=0)
     for f in (out, log):
         if f.exists(): os.replace(f, f.with_name(f'{out.stem}.failed-{n}{f.suffix}'))
@@ -120,6 +121,7 @@ def execute(name:str, job:Job, experiments=None):
     with open(log, 'w') as f:
         pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
                             cwd=Path.cwd(), kernel_manager_class=type('RunKernelManager', (_LogKernelManager,), dict(output=f)))
+        f.write(f'\n{FINISHED}\n')
     return out, log
 
 # %% ../nbs/60_batch.ipynb #89c0f7bf

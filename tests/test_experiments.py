@@ -121,7 +121,7 @@ def _tensors(obj):
     (('train', 'svdd', 'bottle', '--data', 'nowhere'), 'nowhere'),
     (('batch', '--method', 'svdd', '--categories', 'brick', '--executor', 'cloud'), 'unknown executor'),
     (('train', 'svdd', 'brick', '--set', 'learning_rate=1'), 'not a field of the svdd config'),
-    (('download', 'imagenet'), 'choose mvtec or cifar10'),
+    (('download', 'imagenet'), 'choose mvtec, cifar10 or patchsvdd-release'),
 ])
 def test_bad_input_gives_one_clear_error(work, args, message):
     rc, out = cli(*args, *(('--data', 'data') if args[0] in ('train', 'batch') and '--data' not in args else ()), cwd=work, check=False)

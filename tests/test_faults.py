@@ -14,6 +14,7 @@ from glancesvdd.data import make_synthetic_mvtec, load_split
 
 BIN = Path(sys.executable).parent
 SMALL = 'image_size=128'            # Patch SVDD at 128 px: small and quick on a CPU
+ITERS = f'{SMALL},iters=40'         # smoke sizes, 40 iterations (checkpoints every 10): room to kill a run in the middle
 RUN = ('--data', 'data', '--smoke')
 
 def cli(*args, cwd, timeout=900):
@@ -55,8 +56,8 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def trained(work):
-    "Patch SVDD trained and evaluated on brick (smoke sizes); returns its run folder"
-    for step in ('train', 'evaluate'): ok(cli(step, 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', SMALL, cwd=work))
+    "Patch SVDD trained and evaluated on brick (smoke sizes, 40 iterations); returns its run folder"
+    for step in ('train', 'evaluate'): ok(cli(step, 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', ITERS, cwd=work))
     return work/'runs'/'svdd'/'brick'/'seed0'
 
 def kernel_of(pid:int):
@@ -78,9 +79,9 @@ def wait_for(cond, p, timeout=600):
 
 # Bad 1: a kernel killed in the middle of a two-category batch (what the OOM killer does)
 
-def test_kernel_killed_in_a_batch(work):
+def test_kernel_killed_in_a_batch(trained, work):
     "The other category completes, the failure names its notebook and log, a rerun resumes to the uninterrupted weights"
-    args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', f'{SMALL},iters=40')
+    args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
     p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     brick = work/'kruns'/'svdd'/'brick'/'seed0'
     wait_for(lambda: list((brick/'checkpoints').glob('iter_*.pt')), p)
@@ -100,8 +101,7 @@ def test_kernel_killed_in_a_batch(work):
     assert md5s(work/'kruns'/'svdd'/'logo') == logo
     assert (brick/'train_svdd.failed-1.log').exists() and (brick/'train_svdd.failed-1.ipynb').exists()   # the failure's record
     assert load_json(brick/'train.json')['iters'] == 40                     # --set wins over --smoke (smoke alone: 20)
-    ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'sruns', '--set', f'{SMALL},iters=40', cwd=work))
-    assert torch.equal(weights(brick/'model.pt'), weights(work/'sruns'/'svdd'/'brick'/'seed0'/'model.pt'))
+    assert torch.equal(weights(brick/'model.pt'), weights(trained/'model.pt'))   # the uninterrupted run's weights
 
 def test_kernel_killed_in_train(work):
     p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'truns', '--set', f'{SMALL},iters=400'],
@@ -115,8 +115,8 @@ def test_ctrl_c_shows_one_line(work):
     p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'cruns', '--set', f'{SMALL},iters=400'],
                          cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = work/'cruns'/'svdd'/'logo'/'seed0'
-    wait_for(lambda: list((run/'checkpoints').glob('iter_*.pt')), p)
-    p.send_signal(signal.SIGINT)
+    wait_for(lambda: kernel_of(p.pid), p)
+    time.sleep(3); p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 130 and err.strip().splitlines() == [
         'glancesvdd: interrupted; finished runs are kept, run the same command again to continue'], err
@@ -186,7 +186,7 @@ def test_bad_categories_fail_alone(trained, work):
     run = work/'bruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
     (run/'metrics.json').write_text('{"image_auroc": 0.')                     # damaged
     before = md5s(work/'bruns')
-    res = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', SMALL, cwd=work)
+    res = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
     clear_error(res, '2 of 2 runs failed')
     assert '| svdd | brick | 0 | failed |' in res[1] and '| svdd | gravel | 0 | failed |' in res[1], res[1]
     results = load_json(work/'bruns'/'batch_summary.json')['results']
@@ -203,7 +203,7 @@ def test_second_process_in_a_run_folder_is_refused(trained, work):
     try:
         (trained/'.lock').write_text(json.dumps(dict(pid=holder.pid, host=os.uname().nodename, since='now')))
         before = md5s(trained)
-        clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', SMALL, cwd=work),
+        clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', ITERS, cwd=work),
                     f'is in use by process {holder.pid}', 'wait for it')
         assert md5s(trained) == before
     finally: holder.kill(); (trained/'.lock').unlink(missing_ok=True)
@@ -212,9 +212,9 @@ def test_second_process_in_a_run_folder_is_refused(trained, work):
 
 def test_same_data_other_spelling(trained, work):
     before = md5s(trained)
-    ok(cli('train', 'svdd', 'brick', '--data', './data/', '--smoke', '--runs', 'runs', '--set', SMALL, cwd=work))   # absolute: 04_runs
+    ok(cli('train', 'svdd', 'brick', '--data', './data/', '--smoke', '--runs', 'runs', '--set', ITERS, cwd=work))   # absolute: 04_runs
     assert md5s(trained) == before
-    err = clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', f'{SMALL},lr=0.5', cwd=work), 'another config')
+    err = clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', f'{ITERS},lr=0.5', cwd=work), 'another config')
     assert 'it holds a trained model (model.pt): to evaluate it' in err and '--force' not in err   # no advice that deletes it
 
 def test_empty_model_is_trained_again(trained, work):
@@ -223,7 +223,7 @@ def test_empty_model_is_trained_again(trained, work):
     dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
     (run/'.lock').write_text(json.dumps(dict(pid=dead.pid, host=os.uname().nodename, since='then')))   # stale
     ckpts = {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')}
-    ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'zruns', '--set', SMALL, cwd=work))
+    ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'zruns', '--set', ITERS, cwd=work))
     assert torch.equal(weights(run/'model.pt'), weights(trained/'model.pt')) and (run/'model.pt.damaged').exists()
     assert {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')} == ckpts and not (run/'.lock').exists()
 

@@ -202,7 +202,7 @@ def test_collapse_is_detected_and_reported(data, tmp_path):
     s = embedding_spread(enc, x, n=64)
     assert s['spread_32'] == 0 and is_collapsed(s)
     # a run whose encoder is constant is marked in train.json, warned about, and refused by inference
-    cfg = small(data, iters=1, batch_size=2, lr=0.)
+    cfg = small(data, iters=1, batch_size=2, lr=1e-12)   # one step that changes nothing measurable (lr must be > 0)
     real = T.make_encoder
     def constant(*a, **k):
         e = real(*a, **k)
@@ -249,9 +249,9 @@ def test_smoke_run_beats_random_encoder(data, tmp_path):
     L_SVDD'; with λ = 1e-3 (the default, for 300 epochs) a run this short does not reliably beat the random encoder."""
     base = small(data, batch_size=16, lr=1e-3, lambda_svdd=1, ckpt_every=20)
     results = {}
-    for name, iters in (('random', 0), ('trained', 60)):
-        cfg = replace(base, iters=iters)
-        if iters:  # stop once after the first checkpoint, then resume
+    for name, iters in (('random', 1), ('trained', 60)):
+        cfg = replace(base, iters=iters, lr=1e-12 if name == 'random' else base.lr)   # 'random': one step of ~1e-12, the initialisation
+        if name == 'trained':  # stop once after the first checkpoint, then resume
             real, calls = T.crop_pairs, []
             def interrupted(*a, **k):
                 calls.append(1)
