@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test nbtest pytest export clean-nbs docs gpu-check screenshot
+.PHONY: demo test nbtest pytest export clean-nbs docs gpu-check screenshot browser
 
 $(STAMP): requirements.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ $(STAMP): requirements.txt setup.py settings.ini
 demo: $(STAMP)
 	$(BIN)/glancesvdd demo
 
-# Sync/clean check (tests/test_nbdev_sync.py), notebook checks (nbdev_test), then pytest.
-test: $(STAMP)
+# tests/test_live_lab.py drives Debian's chromium through Debian's chromedriver (Selenium downloads nothing): installed
+# here once when missing and apt-get can be used; otherwise (or if the install fails) that test skips and says how to install.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (apt-get) for tests/test_live_lab.py"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	      || echo "could not install chromium: tests/test_live_lab.py will skip"; \
+	  else echo "no chromium/chromedriver: tests/test_live_lab.py will skip (sudo apt-get install chromium chromium-driver)"; fi; \
+	fi
+
+# Sync/clean check (tests/test_nbdev_sync.py), notebook checks (nbdev_test), then pytest (the live browser test included).
+test: $(STAMP) browser
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests -q -ra
 
