@@ -59,7 +59,7 @@ def images(n:int, split:str, category:str, size:int, seed:int=0) -> torch.Tensor
 
 
 def result_name(kind:str, device_type:str, tag:str='') -> str:
-    "File stem of a benchmark's results: svdd_cpu, svdd_cpu_epyc, svdd_official_cpu_epyc, ..."
+    "File stem of a benchmark's results: svdd_cpu, svdd_cpu_epyc, svdd_vs_official_cpu, ..."
     return f"{kind}_{device_type}{'_' + tag if tag else ''}"
 
 
