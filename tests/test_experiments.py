@@ -9,16 +9,10 @@ import torch
 from glancesvdd.core import load_json
 from glancesvdd.data import make_synthetic_mvtec
 
-BIN = Path(sys.executable).parent
+from command import BIN, cli
 ROOT = Path(__file__).resolve().parents[1]
 UNTRAINED = 'teacher_weights=untrained,imagenet_dir=skip'   # no ImageNet weights or images here: both asked for explicitly
 
-def cli(*args, cwd, check=True):
-    "Run the installed `glancesvdd` command; returns (exit code, stdout + stderr)"
-    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
-    out = r.stdout + r.stderr
-    if check: assert r.returncode == 0, out
-    return r.returncode, out
 
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):

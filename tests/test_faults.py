@@ -12,14 +12,14 @@ from PIL import Image
 from glancesvdd.core import load_json
 from glancesvdd.data import make_synthetic_mvtec, load_split
 
-BIN = Path(sys.executable).parent
+from command import BIN, run_command
 SMALL = 'image_size=128'            # Patch SVDD at 128 px: small and quick on a CPU
 ITERS = f'{SMALL},iters=40'         # smoke sizes, 40 iterations (checkpoints every 10): room to kill a run in the middle
 RUN = ('--data', 'data', '--smoke')
 
 def cli(*args, cwd, timeout=900):
     "Run the installed `glancesvdd` command: (exit code, stdout, stderr)"
-    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    r = run_command(*args, cwd=cwd, timeout=timeout)
     return r.returncode, r.stdout, r.stderr
 
 def clear_error(res, *words, code=2):

@@ -10,17 +10,11 @@ from glancesvdd.core import GlanceSvddError, load_json, save_json
 from glancesvdd.data import make_synthetic_mvtec, sha256sum
 from glancesvdd.svdd.release import RELEASE_SHA256, RELEASE_TOP, download_release, release_checkpoint
 
-BIN = Path(sys.executable).parent
+from command import BIN, cli
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT/'tests'/'fixtures'/'patchsvdd_official'   # byte-identical copies of two released files: bottle, wood
 
 
-def cli(*args, cwd, check=True):
-    "Run the installed `glancesvdd` command; returns (exit code, stdout + stderr)"
-    r = subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
-    out = r.stdout + r.stderr
-    if check: assert r.returncode == 0, out
-    return r.returncode, out
 
 
 def fake_release(root, cats=('bottle', 'wood')):

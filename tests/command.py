@@ -1,0 +1,16 @@
+"The installed `glancesvdd` command, run as a user runs it, for the tests that go through the command line."
+import subprocess, sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent   # the venv's bin: glancesvdd, papermill
+
+def run_command(*args, cwd, timeout=900)->subprocess.CompletedProcess:
+    "Run `glancesvdd ARGS` in `cwd`: its exit code, stdout and stderr"
+    return subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+def cli(*args, cwd, check=True):
+    "`run_command`, asserting success when `check`: (exit code, stdout + stderr)"
+    r = run_command(*args, cwd=cwd)
+    out = r.stdout + r.stderr
+    if check: assert r.returncode == 0, out
+    return r.returncode, out
