@@ -4,9 +4,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent   # the venv's bin: glancesvdd, papermill
 
-def run_command(*args, cwd, timeout=900)->subprocess.CompletedProcess:
-    "Run `glancesvdd ARGS` in `cwd`: its exit code, stdout and stderr"
-    return subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run_command(*args, cwd, timeout=900, env=None)->subprocess.CompletedProcess:
+    "Run `glancesvdd ARGS` in `cwd` (environment `env`, default this one's): its exit code, stdout and stderr"
+    return subprocess.run([str(BIN/'glancesvdd'), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 def cli(*args, cwd, check=True):
     "`run_command`, asserting success when `check`: (exit code, stdout + stderr)"

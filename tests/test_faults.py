@@ -17,9 +17,14 @@ SMALL = 'image_size=128'            # Patch SVDD at 128 px: small and quick on a
 ITERS = f'{SMALL},iters=40'         # smoke sizes, 40 iterations (checkpoints every 10): room to kill a run in the middle
 RUN = ('--data', 'data', '--smoke')
 
+# One thread for the runs these tests start (their kernels inherit it): a resumed run must reproduce the uninterrupted
+# one bit for bit, and with two threads the BLAS may split a product differently from one run to the next on a busy
+# machine (seen once: weights 1e-4 apart after 30 Adam steps, which turn float rounding into whole steps).
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+
 def cli(*args, cwd, timeout=900):
     "Run the installed `glancesvdd` command: (exit code, stdout, stderr)"
-    r = run_command(*args, cwd=cwd, timeout=timeout)
+    r = run_command(*args, cwd=cwd, timeout=timeout, env=ENV)
     return r.returncode, r.stdout, r.stderr
 
 def clear_error(res, *words, code=2):
@@ -82,7 +87,7 @@ def wait_for(cond, p, timeout=600):
 def test_kernel_killed_in_a_batch(trained, work):
     "The other category completes, the failure names its notebook and log, a rerun resumes to the uninterrupted weights"
     args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
-    p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     brick = work/'kruns'/'svdd'/'brick'/'seed0'
     wait_for(lambda: list((brick/'checkpoints').glob('iter_*.pt')), p)
     kernel = kernel_of(p.pid)
@@ -105,7 +110,7 @@ def test_kernel_killed_in_a_batch(trained, work):
 
 def test_kernel_killed_in_train(work):
     p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'truns', '--set', f'{SMALL},iters=400'],
-                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_for(lambda: kernel_of(p.pid), p)
     time.sleep(1); os.kill(kernel_of(p.pid), signal.SIGKILL)
     out, err = p.communicate(timeout=600)
@@ -113,7 +118,7 @@ def test_kernel_killed_in_train(work):
 
 def test_ctrl_c_shows_one_line(work):
     p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'cruns', '--set', f'{SMALL},iters=400'],
-                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     run = work/'cruns'/'svdd'/'logo'/'seed0'
     wait_for(lambda: kernel_of(p.pid), p)
     time.sleep(3); p.send_signal(signal.SIGINT)
