@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve, auc
 
 from .core import GlanceSvddError, to_numpy
 
@@ -44,7 +44,8 @@ def pixel_auroc(maps, # (N, H, W) or (N, 1, H, W) anomaly maps
     "Pixel-level AUROC over all pixels of all test images pooled (official Patch SVDD segmentation AUROC)"
     maps, masks = _maps_masks(maps, masks)
     _check_two_classes(masks, 'mask pixels')
-    return float(roc_auc_score(masks.ravel(), maps.ravel()))
+    fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel())   # = roc_auc_score for two classes, faster on millions of pixels
+    return float(auc(fpr, tpr))
 
 # %% ../nbs/30_metrics.ipynb #874af331
 _PER_IMAGE_8 = np.zeros((3, 3, 3), bool); _PER_IMAGE_8[1] = True  # 8-neighbours within an image, none across images

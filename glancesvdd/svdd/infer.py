@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_svdd_infer.ipynb #70a5d47c
 from __future__ import annotations
-import math
+import copy, math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,15 +46,16 @@ def _dense_batch(enc, x, scales):
 def embed_dense(enc, # SvddEncoder (K=64 and 32) or FlatEncoder (K=64), eval mode
                 x:torch.Tensor, # normalised images (N, 3, H, W)
                 scales=((64, 16), (32, 4)), # (K, S) pairs (supp. S3.2)
-                batch:int=8, # images per forward pass
+                batch:int=4, # images per forward pass
                 progress:bool=False)->dict:
     "Embeddings {K: (N, I, J, D)} of every patch of the K/S grids, computed fully convolutionally"
     for K, S in scales:
         if K not in (32, 64) or (K == 32 and enc.small is None):
             raise GlanceSvddError(f"K={K}: this encoder gives K=64{' and K=32' if enc.small is not None else ''}")
         _check_stride(S, 8 if enc.small is None else 2, f'K={K}')
-    dev = next(enc.parameters()).device
-    parts = [_dense_batch(enc, x[i:i + batch].to(dev).contiguous(), scales)
+    dev, fmt = next(enc.parameters()).device, torch.contiguous_format
+    if dev.type == 'cpu': enc, fmt = copy.deepcopy(enc).to(memory_format=torch.channels_last), torch.channels_last  # oneDNN's fast layout
+    parts = [_dense_batch(enc, x[i:i + batch].to(dev).contiguous(memory_format=fmt), scales)
              for i in progress_bar(range(0, len(x), batch), desc='embed', disable=not progress)]
     out = {K: torch.cat([p[K] for p in parts]).permute(0, 2, 3, 1).cpu() for K, _ in scales}  # (N, D, I, J) -> (N, I, J, D)
     for K, S in scales:
@@ -114,32 +115,41 @@ def nn_brute(q:torch.Tensor, # queries (n, D)
     return torch.cat(out_d), torch.cat(out_i)
 
 # %% ../../nbs/22_svdd_infer.ipynb #9a2f3643
-INDEX_VERSION = 3  # bumped when the index layout changes; `load_bank` rebuilds an older run's index
+INDEX_VERSION = 4  # bumped when the index layout changes; `load_bank` rebuilds an older run's index
+
+def _centred(cent):
+    "Centres moved to their mean (distances unchanged, norms and rounding errors small): (mean, centres, squared norms)"
+    mu = cent.mean(0); c = cent - mu
+    return mu, c, (c * c).sum(1)
 
 def _nearest_centre(bank, cent, dtype, rows=32768):
-    "Index of the nearest centre of each feature, computed in `dtype`"
-    c = cent.to(dtype)
-    return torch.cat([torch.cdist(bank[s:s + rows].to(dtype), c).argmin(1) for s in range(0, len(bank), rows)])
+    "Index of the nearest centre of each feature, computed in `dtype` (centred: small norms, small rounding errors)"
+    mu, c, cn = _centred(cent)
+    c, cn = c.to(dtype), cn.to(dtype)
+    return torch.cat([torch.addmm(cn, (bank[s:s + rows].double() - mu).to(dtype), c.T, alpha=-2).argmin(1)   # ||x - c||^2 - ||x||^2
+                      for s in range(0, len(bank), rows)])
 
 def build_index(bank:torch.Tensor, # normal features (M, D) float32
-                n_cells:int|None=None, # k-means cells; None: sqrt(M), at most 1024
-                block:int=1024, # features per block
-                seed:int=0, # picks the starting centres
-                iters:int=3)->dict: # Lloyd steps over the whole bank
+                n_cells:int|None=None, # k-means cells; None: sqrt(M) / 4, at most 1024
+                block:int=2048, # features per block
+                seed:int=0, # picks the starting centres and the k-means sample
+                iters:int=3, # Lloyd steps
+                sample:int=256)->dict: # Lloyd steps run on at most this many features per cell, drawn at random
     "A k-means partition of `bank` (Voronoi cells cut into radius-sorted blocks) for exact pruned search"
     bank = bank.float().cpu().contiguous(); M = len(bank)
-    C = n_cells or int(min(1024, max(1, math.isqrt(M))))
-    cent = bank[torch.randperm(M, generator=torch.Generator().manual_seed(seed))[:C]].double()  # start: C random features
+    C = n_cells or int(min(1024, max(1, math.isqrt(M) // 4)))
+    pick = torch.randperm(M, generator=torch.Generator().manual_seed(seed))
+    cent, part = bank[pick[:C]].double(), bank[pick[:sample * C]]     # start: C random features
     for _ in range(iters):
-        a = _nearest_centre(bank, cent, torch.float32)
+        a = _nearest_centre(part, cent, torch.float32)
         n = torch.bincount(a, minlength=len(cent)).double()[:, None]
-        cent = torch.where(n > 0, torch.zeros_like(cent).index_add_(0, a, bank.double()) / n.clamp(min=1), cent)  # empty: kept
+        cent = torch.where(n > 0, torch.zeros_like(cent).index_add_(0, a, part.double()) / n.clamp(min=1), cent)  # empty: kept
     cell = _nearest_centre(bank, cent, torch.float64)   # Voronoi cells in float64: the bisector bound relies on them ...
-    assign_err = 2 * (2 * bank.shape[1] + 8) * EPS64 * (bank.double().norm(dim=1).max() + cent.norm(dim=1).max()).item() ** 2  # ... up to this
+    mu, c, _ = _centred(cent)
+    assign_err = 2 * (2 * bank.shape[1] + 8) * EPS64 * ((bank.double() - mu).norm(dim=1).max() + c.norm(dim=1).max()).item() ** 2  # ... up to this
     rho = (bank.double() - cent[cell]).norm(dim=1)
     order = torch.from_numpy(np.lexsort((rho.numpy(), cell.numpy())))  # by cell, then radius
     cell, rho, x = cell[order], rho[order], bank[order]
-    o = x.double() - cent[cell]                                          # centred coordinates
     counts = torch.bincount(cell, minlength=len(cent))
     n_blocks = (counts + block - 1) // block
     bcell = torch.repeat_interleave(torch.arange(len(cent)), n_blocks)  # (U,) cell of each block
@@ -149,15 +159,15 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
     be = torch.minimum(bs + block, start[bcell] + counts[bcell])
     rmin, rmax, scale = rho[bs], rho[be - 1], rho.max().item() * (1 + 1e-9) + 1e-30
     last = (first + n_blocks - 1).clamp(min=0)
-    return dict(version=INDEX_VERSION, bank=x, offsets=o.float(), perm=order, centres=cent, r2=rho ** 2, assign_err=assign_err,
-                bias=(rho ** 2 + 2 * (cent[cell] * o).sum(1)).float(),  # ||x - c||^2 + 2 c.(x - c), per feature
-                centre_norms=cent.norm(dim=1), centre_dists=torch.cdist(cent, cent, compute_mode='donot_use_mm_for_euclid_dist'),
+    return dict(version=INDEX_VERSION, bank=x, offsets_t=(x.double() - cent[cell]).T.float().contiguous(), perm=order, centres=cent,
+                r2=rho ** 2, assign_err=assign_err, centre_dists=torch.cdist(cent, cent, compute_mode='donot_use_mm_for_euclid_dist'),
                 counts=counts, bcell=bcell, bs=bs, be=be, rmin=rmin, rmax=rmax,
                 first=first, n_blocks=n_blocks,
                 cell_mid=torch.where(counts > 0, (rmin[first.clamp(max=len(bs) - 1)] + rmax[last]) / 2, math.inf),  # radius range
                 cell_half=torch.where(counts > 0, (rmax[last] - rmin[first.clamp(max=len(bs) - 1)]) / 2, 0),         # of each cell
                 scale=torch.tensor(scale, dtype=torch.float64),
                 key_rmin=bcell + rmin / scale, key_rmax=bcell + rmax / scale)  # sort keys: cell, then radius
+
 
 # %% ../../nbs/22_svdd_infer.ipynb #0feedc67
 EPS32 = 2.0 ** -24  # float32 unit roundoff
@@ -185,17 +195,17 @@ def _block_range(ix, c, lo_r, hi_r):
     last = (torch.searchsorted(ix['key_rmin'], key(hi_r)) - 1).minimum(ix['first'][c] + ix['n_blocks'][c] - 1)  # rmin < hi_r
     return first, (last - first + 1).clamp(min=0)
 
-def _candidates(ix, dqc, thr, b0, cell, exact, tile=1024):
+def _candidates(ix, dqc, thr, b0, cell, exact, e64, tile=1024):
     "(blocks, queries): the pairs that the radius and bisector bounds cannot rule out (below `thr`), except b0"
-    qs, bs = [], []
+    qs, bs, r64 = [], [], math.sqrt(e64)
     for t0 in range(0, len(dqc), tile):            # a tile of queries at a time: memory (tile, C)
         d, t, c0 = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None], cell[t0:t0 + tile]
         d0 = d.gather(1, c0[:, None])              # distance to the query's nearest centre
-        near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half']).add_(d, alpha=2 * EPS32)   # radius bound (+ rounding of ||q - c||)
-        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + ix['assign_err']) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
+        near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half'] + r64).add_(d, alpha=2 * EPS32)   # radius bound (+ error of ||q - c||)
+        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + ix['assign_err'] + 2 * e64) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
         if not exact: near &= torch.arange(len(ix['centres'])) == c0[:, None]
         qi, c = near.nonzero(as_tuple=True)
-        dc = d[qi, c]; tc = thr[t0 + qi] + 2 * EPS32 * dc
+        dc = d[qi, c]; tc = thr[t0 + qi] + 2 * EPS32 * dc + r64
         first, count = _block_range(ix, c, dc - tc, dc + tc)
         start = torch.repeat_interleave(first - (torch.cumsum(count, 0) - count), count)
         b = start + torch.arange(len(start))       # the blocks of each (query, cell) run
@@ -216,16 +226,21 @@ def _threaded(fn, groups, threads):
     finally: torch.set_num_threads(intra)          # the caller's setting (the BLAS thread count is process-wide)
     return [g for s in shares for g in s], [r for rs in results for r in rs]
 
+def _centre_distances(ix, qd):
+    "||q - c|| for every query and centre, (n, C) float32, and the bound e64 on the error of their squares before rounding"
+    mu, c, cn = _centred(ix['centres'])
+    qc = qd - mu; qn = (qc * qc).sum(1)
+    e64 = (2 * qd.shape[1] + 8) * EPS64 * (qn.max().sqrt() + cn.max().sqrt()).item() ** 2
+    return torch.addmm(qn[:, None] + cn, qc, c.T, alpha=-2).clamp_(min=0).sqrt_().float(), e64
+
 def _search(ix, q, exact, slack, max_pairs, threads):
-    qd = q.double().cpu(); qf = qd.float(); n = len(qd)
-    dqc = torch.cat([torch.cdist(qd[s:s + 4096], ix['centres'], compute_mode='donot_use_mm_for_euclid_dist').float()
-                     for s in range(0, n, 4096)])  # (n, C), by direct differences; its float32 rounding: see below
-    qnorm = qd.norm(dim=1)
+    qd = q.double().cpu(); n = len(qd)
+    dqc, e64 = _centre_distances(ix, qd)
     bs, be, bc = ix['bs'].tolist(), ix['be'].tolist(), ix['bcell'].tolist()
 
-    def minima(groups):                            # float32 min over each block of bias - 2 q.(x - c), for its queries
-        return [torch.addmm(ix['bias'][bs[b]:be[b]][None], qf[qi], ix['offsets'][bs[b]:be[b]].T, alpha=-2).amin(1)
-                for b, qi in groups]
+    def minima(groups):                            # float32 min over each block of ||x - c||^2 - 2 (q - c).(x - c), for its queries
+        return [torch.addmm(ix['r2'][bs[b]:be[b]].float()[None], (qd[qi] - ix['centres'][bc[b]]).float(),
+                            ix['offsets_t'][:, bs[b]:be[b]], alpha=-2).amin(1) for b, qi in groups]
 
     def visit(blocks, queries):                    # (blocks, queries, float32 minimum squared distance) of each pair
         groups, M = _threaded(minima, list(_grouped(blocks, queries)), threads)
@@ -243,14 +258,14 @@ def _search(ix, q, exact, slack, max_pairs, threads):
 
     def bounds(B, Q, M):                           # guaranteed lower and upper bounds, float32 rounding included
         r, dc = ix['rmax'][B], dqc[Q, ix['bcell'][B]].double()
-        err = (4 * qd.shape[1] + 20) * EPS32 * (r * r + 2 * r * (ix['centre_norms'][ix['bcell'][B]] + qnorm[Q])) + 4 * EPS32 * dc * dc
+        err = (4 * qd.shape[1] + 20) * EPS32 * (r * r + 2 * r * dc) + 4 * EPS32 * dc * dc + e64
         upper = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, Q, M + err, 'amin')
         return M - err, upper
 
     b0, cell = _first_block(ix, dqc)
     B, Q, M = visit(b0, torch.arange(n))           # one block per query: a first upper bound
     _, upper = bounds(B, Q, M)
-    B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack, b0, cell, exact)
+    B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack, b0, cell, exact, e64)
     if len(B1) > max_pairs and n > 1:              # too many pairs to hold at once: halve the queries
         parts = [_search(ix, q[s], exact, slack, max_pairs, threads) for s in (slice(0, n // 2), slice(n // 2, n))]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -341,6 +356,19 @@ def score_images(enc, # trained encoder (eval mode)
     return out
 
 # %% ../../nbs/22_svdd_infer.ipynb #d802d5f8
+_DERIVED = ('bank', 'offsets_t')   # index fields that bank.pt leaves out: the features determine them
+
+def _save_bank(bank:dict, f):
+    "Save a bank without the index fields that its features determine (a third of the size)"
+    save_torch({**bank, **{K: dict(bank[K], index={k: v for k, v in bank[K]['index'].items() if k not in _DERIVED})
+                           for K in bank['scales']}}, f)
+
+def _restore_index(ix:dict, features:torch.Tensor)->dict:
+    "A saved index with the fields `_save_bank` left out computed again, as `build_index` computes them"
+    x = features[ix['perm']]
+    cell = torch.repeat_interleave(torch.arange(len(ix['centres'])), ix['counts'])
+    return dict(ix, bank=x, offsets_t=(x.double() - ix['centres'][cell]).T.float().contiguous())
+
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
     f = Path(run_dir)/'bank.pt'
@@ -348,12 +376,14 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
         bank = load_torch(f)
         stale = [K for K in bank['scales'] if bank[K]['index'].get('version') != INDEX_VERSION]
         for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # made by an older glancesvdd
-        if stale: save_torch(bank, f)
+        if stale: _save_bank(bank, f)
+        for K in bank['scales']:
+            if 'bank' not in bank[K]['index']: bank[K]['index'] = _restore_index(bank[K]['index'], bank[K]['features'])
         return bank
     train = load_config_split(cfg, 'train', progress)
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
     bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress), paths=list(train['paths']))
-    save_torch(bank, f)
+    _save_bank(bank, f)
     return bank
 
 def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=False, progress:bool=True,
