@@ -8,11 +8,8 @@ import os, re, shutil, sys, time
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
-import nbformat
-import papermill as pm
-from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import DeadKernelError
-import torch
+import torch   # papermill, nbclient and jupyter_client are imported where they are used: importing them takes about 2 s,
+               # which every experiment notebook's kernel would pay, since the notebooks import this module for their config
 
 from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
 from .runs import run_path, is_done, init_run, run_lock, LOCK
@@ -106,21 +103,23 @@ def keep_failed(out:Path, log:Path):
     for f in (out, log):
         if f.exists(): os.replace(f, f.with_name(f'{out.stem}.failed-{n}{f.suffix}'))
 
-class _LogKernelManager(AsyncKernelManager):
-    "A kernel whose own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to the run's log, not the terminal"
-    output = None   # an open file, set for each run by `execute`
-    async def _async_launch_kernel(self, kernel_cmd, **kw):
-        if self.output is not None: kw.update(stdout=self.output, stderr=self.output)
-        return await super()._async_launch_kernel(kernel_cmd, **kw)
+def _kernel_manager(output):
+    "A kernel manager class whose kernel's own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to `output`, the run's log, not the terminal"
+    from jupyter_client.manager import AsyncKernelManager
+    class RunKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stdout=output, stderr=output))
+    return RunKernelManager
 
 def execute(name:str, job:Job, experiments=None):
     "Execute experiment notebook `name` for `job`; its executed copy and log go to the run folder (a failed earlier attempt's are kept)"
     src = Path(experiments or experiments_dir())/f'{name}.ipynb'
     out, log = job.run_dir/f'{name}.ipynb', job.run_dir/f'{name}.log'
     keep_failed(out, log)
+    import papermill as pm
     with open(log, 'w') as f:
         pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
-                            cwd=Path.cwd(), kernel_manager_class=type('RunKernelManager', (_LogKernelManager,), dict(output=f)))
+                            cwd=Path.cwd(), kernel_manager_class=_kernel_manager(f))
         f.write(f'\n{FINISHED}\n')
     return out, log
 
@@ -133,6 +132,8 @@ class RunFailed(GlanceSvddError):
 
 def run_notebook(name:str, job:Job, experiments=None):
     "`execute`, with every way a notebook can fail (an error in a cell, a kernel that died) as one `RunFailed`"
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
     where = (job.run_dir/f'{name}.ipynb', job.run_dir/f'{name}.log')
     try: return execute(name, job, experiments)
     except pm.PapermillExecutionError as e: raise RunFailed(f'{e.ename}: {e.evalue}', *where) from None

@@ -142,10 +142,13 @@ def evaluate(method:Param("glance or svdd", str),
              categories:Param("with --release: 'all' or comma-separated categories", str)=None,
              executor:Param("with --release: local, slurm or submitit-local", str)='local',
              allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded; also --allow-modified)", store_true)=False,
-             force:Param("with --release: redo finished runs", store_true)=False):
+             force:Param("with --release: redo finished runs", store_true)=False,
+             slurm:Param("with --release --executor slurm: SLURM settings, as for batch", str)=None,
+             slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None):
     "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
     if release is not None:
-        return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified, force)
+        return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified,
+                                force, parse_slurm(slurm, slurm_config))
     if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
 
@@ -163,10 +166,11 @@ def release_jobs(release:str, categories:str, data:str, runs:str, device:str='au
                        release_dir=str(rel), allow_modified=allow_modified) for c in cats]
 
 def evaluate_release(method, release, categories, data, runs, device='auto', seed=0, overrides=None, executor='local',
-                     allow_modified=False, force=False)->list:
+                     allow_modified=False, force=False, slurm:dict|None=None)->list:
     "`glancesvdd evaluate svdd --release DIR`: the release's encoders scored through `batch`; a summary table"
     if method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `evaluate svdd --release`, not {method!r}")
-    results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor, force=force)
+    results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor,
+                    force=force, slurm=slurm)
     print(summary_table(results))
     failed = [r for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} release runs failed (see the table above); the others are kept")

@@ -13,9 +13,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 from skimage import data as skdata
-from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity, extract_archive
+from torch.utils.data import DataLoader, Dataset   # torchvision: imported by the CIFAR-10 code that needs it (1.7 s to import)
 
 from .core import GlanceSvddError, progress_bar, load_json, save_json
 
@@ -466,25 +464,31 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
     return ds_root
 
 # %% ../nbs/01_data.ipynb #d4f5abf6
-class _CIFAR10Unverified(CIFAR10):
-    "torchvision's CIFAR10 reading local files without comparing them with the official md5 sums"
-    train_list = [[f, None] for f, _ in CIFAR10.train_list]
-    test_list = [[f, None] for f, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, 'md5': None}
+def _cifar_classes()->tuple:
+    "torchvision's CIFAR10, and a subclass that reads local files without comparing them with the official md5 sums"
+    from torchvision.datasets import CIFAR10
+    class CIFAR10Unverified(CIFAR10):
+        train_list = [[f, None] for f, _ in CIFAR10.train_list]
+        test_list = [[f, None] for f, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, 'md5': None}
+    return CIFAR10, CIFAR10Unverified
 
 def _cifar_hint(root:Path)->str:
+    CIFAR10, _ = _cifar_classes()
     return (f"Get CIFAR-10 with `CIFAR10OneClass({str(root)!r}, ..., download=True)` on a connected machine, or "
             f"put {CIFAR10.filename} (from {CIFAR10.url}) or its extracted folder {CIFAR10.base_folder}/ into {root}.")
 
-def _open_cifar10(root:Path, train:bool, download:bool, verify:bool)->CIFAR10:
+def _open_cifar10(root:Path, train:bool, download:bool, verify:bool):
     "torchvision's CIFAR10, extracting a local archive first; every failure as a GlanceSvddError"
+    from torchvision.datasets.utils import check_integrity, extract_archive
+    CIFAR10, CIFAR10Unverified = _cifar_classes()
     folder, tgz = root/CIFAR10.base_folder, root/CIFAR10.filename
     if not folder.is_dir() and tgz.is_file() and not download:
         if not check_integrity(tgz, CIFAR10.tgz_md5 if verify else None):
             raise GlanceSvddError(f"{tgz} does not match the official md5 {CIFAR10.tgz_md5}: delete it and download it again")
         extract_archive(str(tgz), str(root))
     if not folder.is_dir() and not download: raise GlanceSvddError(f"CIFAR-10 not found: {folder} does not exist. {_cifar_hint(root)}")
-    try: return (CIFAR10 if verify or download else _CIFAR10Unverified)(str(root), train=train, download=download)
+    try: return (CIFAR10 if verify or download else CIFAR10Unverified)(str(root), train=train, download=download)
     except (urllib.error.URLError, http.client.HTTPException) as e:
         raise GlanceSvddError(f"could not download CIFAR-10 ({e}). {_cifar_hint(root)}") from None
     except RuntimeError as e:

@@ -85,6 +85,25 @@ def test_bad_input_one_message_and_exit_2(tmp_path, capsys, monkeypatch):
     assert not (tmp_path/'runs').exists()   # refused before anything was written
 
 
+def test_release_on_slurm_gets_the_settings(tmp_path, capsys, monkeypatch):
+    "evaluate --release --executor slurm hands --slurm and --slurm-config to batch, as `glancesvdd batch` does"
+    import glancesvdd.cli as C
+    monkeypatch.chdir(tmp_path); synthetic_mvtec(tmp_path/'data'); fake_release(tmp_path/'rel')
+    seen = {}
+    def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
+        seen.update(executor=executor, slurm=slurm, categories=[j.category for j in jobs])
+        return [dict(method=j.method, category=j.category, seed=j.seed, status='submitted') for j in jobs]
+    monkeypatch.setattr(C, 'batch', fake_batch)
+    (tmp_path/'slurm.json').write_text('{"partition": "gpu", "timeout_min": 60}')
+    rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle,wood', '--data', 'data', '--executor', 'slurm',
+                       '--slurm-config', 'slurm.json', '--slurm', 'timeout_min=30,gpus_per_node=1', capsys=capsys)
+    assert rc == 0, out
+    assert seen == dict(executor='slurm', slurm=dict(partition='gpu', timeout_min=30, gpus_per_node=1), categories=['bottle', 'wood'])
+    rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle', '--data', 'data', '--executor', 'slurm',
+                       '--slurm-config', 'missing.json', capsys=capsys)
+    assert rc == 2 and 'missing.json does not exist' in out
+
+
 @pytest.fixture(scope='module')
 def release_runs(tmp_path_factory):
     "evaluate --release on bottle and wood: wood first fails (its folder was made with another config), then resumes"

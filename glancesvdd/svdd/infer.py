@@ -195,14 +195,17 @@ def _block_range(ix, c, lo_r, hi_r):
     last = (torch.searchsorted(ix['key_rmin'], key(hi_r)) - 1).minimum(ix['first'][c] + ix['n_blocks'][c] - 1)  # rmin < hi_r
     return first, (last - first + 1).clamp(min=0)
 
-def _candidates(ix, dqc, thr, b0, cell, exact, e64, tile=1024):
+def _candidates(ix, dqc, thr, b0, cell, exact, e64, bisectors, tile=1024):
     "(blocks, queries): the pairs that the radius and bisector bounds cannot rule out (below `thr`), except b0"
     qs, bs, r64 = [], [], math.sqrt(e64)
     for t0 in range(0, len(dqc), tile):            # a tile of queries at a time: memory (tile, C)
         d, t, c0 = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None], cell[t0:t0 + tile]
         d0 = d.gather(1, c0[:, None])              # distance to the query's nearest centre
         near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half'] + r64).add_(d, alpha=2 * EPS32)   # radius bound (+ error of ||q - c||)
-        near &= (d * d).mul_(1 - 4 * EPS32).sub_(d0 * d0 * (1 + 4 * EPS32) + ix['assign_err'] + 2 * e64) <= ix['centre_dists'][c0].mul_(2 * t)  # bisector
+        d2 = (d * d).mul_(1 - 4 * EPS32)
+        for cj in d.topk(min(bisectors, d.shape[1]), dim=1, largest=False).indices.T:   # the query's nearest centres, c0 first
+            dj = d.gather(1, cj[:, None])
+            near &= d2 - (dj * dj * (1 + 4 * EPS32) + ix['assign_err'] + 2 * e64) <= ix['centre_dists'][cj].mul_(2 * t)  # bisector of c and cj
         if not exact: near &= torch.arange(len(ix['centres'])) == c0[:, None]
         qi, c = near.nonzero(as_tuple=True)
         dc = d[qi, c]; tc = thr[t0 + qi] + 2 * EPS32 * dc + r64
@@ -227,15 +230,15 @@ def _threaded(fn, groups, threads):
     return [g for s in shares for g in s], [r for rs in results for r in rs]
 
 def _centre_distances(ix, qd):
-    "||q - c|| for every query and centre, (n, C) float32, and the bound e64 on the error of their squares before rounding"
+    "||q - c|| for every query and centre, (n, C) float32; the extent max||q - mu|| + max||c - mu||; the error bound e64 of the squares"
     mu, c, cn = _centred(ix['centres'])
     qc = qd - mu; qn = (qc * qc).sum(1)
-    e64 = (2 * qd.shape[1] + 8) * EPS64 * (qn.max().sqrt() + cn.max().sqrt()).item() ** 2
-    return torch.addmm(qn[:, None] + cn, qc, c.T, alpha=-2).clamp_(min=0).sqrt_().float(), e64
+    extent = (qn.max().sqrt() + cn.max().sqrt()).item()
+    return torch.addmm(qn[:, None] + cn, qc, c.T, alpha=-2).clamp_(min=0).sqrt_().float(), extent, (2 * qd.shape[1] + 8) * EPS64 * extent ** 2
 
-def _search(ix, q, exact, slack, max_pairs, threads):
+def _search(ix, q, exact, slack, max_pairs, threads, bisectors):
     qd = q.double().cpu(); n = len(qd)
-    dqc, e64 = _centre_distances(ix, qd)
+    dqc, extent, e64 = _centre_distances(ix, qd)
     bs, be, bc = ix['bs'].tolist(), ix['be'].tolist(), ix['bcell'].tolist()
 
     def minima(groups):                            # float32 min over each block of ||x - c||^2 - 2 (q - c).(x - c), for its queries
@@ -265,9 +268,9 @@ def _search(ix, q, exact, slack, max_pairs, threads):
     b0, cell = _first_block(ix, dqc)
     B, Q, M = visit(b0, torch.arange(n))           # one block per query: a first upper bound
     _, upper = bounds(B, Q, M)
-    B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack, b0, cell, exact, e64)
+    B1, Q1 = _candidates(ix, dqc, upper.sqrt() + slack * extent, b0, cell, exact, e64, bisectors)
     if len(B1) > max_pairs and n > 1:              # too many pairs to hold at once: halve the queries
-        parts = [_search(ix, q[s], exact, slack, max_pairs, threads) for s in (slice(0, n // 2), slice(n // 2, n))]
+        parts = [_search(ix, q[s], exact, slack, max_pairs, threads, bisectors) for s in (slice(0, n // 2), slice(n // 2, n))]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     B, Q, M = (torch.cat(t) for t in zip((B, Q, M), visit(B1, Q1)))
     lower, upper = bounds(B, Q, M)
@@ -283,16 +286,17 @@ def search_index(ix:dict, # from `build_index`
                  q:torch.Tensor, # queries (n, D)
                  exact:bool=True, # False: the nearest cell only (approximate)
                  q_chunk:int=32768, # queries per pass (memory: about 5 kB per query at 1024 cells)
-                 slack:float=1e-5, # added to the pruning bound, covers float64 rounding
+                 slack:float=1e-9, # times the features' extent, added to the pruning bound: covers float64 rounding
                  max_pairs:int=2**22, # candidate (block, query) pairs held at once (memory: ~40 bytes each)
-                 threads:int|None=None)->tuple: # worker threads of one core each; None: torch.get_num_threads()
+                 threads:int|None=None, # worker threads of one core each; None: torch.get_num_threads()
+                 bisectors:int=4)->tuple: # bisector bounds per (query, cell): with the query's nearest centres
     "Nearest neighbour of each query in the indexed bank: distances (n,) float64 and bank indices (n,)"
     if ix.get('version') != INDEX_VERSION:
         raise GlanceSvddError(f"this index has layout version {ix.get('version', 1)}, this glancesvdd needs {INDEX_VERSION}: "
                               "rebuild it with build_index (load_bank does that for a run's bank.pt)")
     threads = max(1, threads or torch.get_num_threads())
     with full_float32():  # the float32 error bound needs true float32 products (00_core)
-        parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs, threads) for s in range(0, len(q), q_chunk)]
+        parts = [_search(ix, q[s:s + q_chunk], exact, slack, max_pairs, threads, bisectors) for s in range(0, len(q), q_chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 # %% ../../nbs/22_svdd_infer.ipynb #7959d9d2
