@@ -553,14 +553,8 @@ def pytest_gpu(timeout:float=60)->dict:
 
 def batch_devices()->dict:
     "The devices `glancesvdd batch --executor local` gives its jobs here: one worker per visible GPU"
-    try:
-        from glancesvdd.batch import _devices
-        how = 'glancesvdd.batch._devices'
-    except ImportError as e:   # the GPU machine has no papermill, which batch runs the notebooks with
-        def _devices(device):
-            n = torch.cuda.device_count()
-            return [f'cuda:{i}' for i in range(n)] if n else ['cpu']
-        how = f'same rule as glancesvdd.batch._devices (batch itself needs {e.name})'
+    from glancesvdd.batch import _devices   # batch imports papermill only to run a notebook, so it imports here too
+    how = 'glancesvdd.batch._devices'
     devs = _devices('auto')
     n = torch.cuda.device_count()
     return dict(ok=devs == ([f'cuda:{i}' for i in range(n)] or ['cpu']), visible_gpus=n, devices=devs, how=how)

@@ -18,7 +18,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 """
 METHOD_MODULES = ('core', 'data', 'patches', 'stains', 'runs', 'metrics', 'glance.local_net', 'glance.global_net', 'glance.dad_head',
-                  'glance.train', 'glance.infer', 'svdd.encoder', 'svdd.train', 'svdd.infer')
+                  'glance.train', 'glance.infer', 'svdd.encoder', 'svdd.train', 'svdd.infer', 'batch')
 
 
 def _load():
@@ -49,7 +49,7 @@ def test_quick_cpu_run(tmp_path):
     bad = {k: v.get('error') for k, v in res['parts'].items() if v['status'] != 'pass'}
     assert not bad, bad
     assert {'correctness.svdd_parity', 'correctness.resume', 'throughput.svdd_infer', 'options.glance', 'profile.svdd'} <= set(res['parts'])
-    assert 'batch itself needs' in res['parts']['env.batch_devices']['how']   # batch needs papermill: the fallback rule ran
+    assert res['parts']['env.batch_devices']['how'] == 'glancesvdd.batch._devices'   # batch's own rule, imported without papermill
     assert set(res['projection']) >= {'svdd_h', 'glance_h', 'gpu_seconds'}
     assert {'bf16', 'cudnn_benchmark', 'channels_last_off'} <= set(res['parts']['options.svdd']['options'])
     md = (tmp_path/'gpu_check.md').read_text()
