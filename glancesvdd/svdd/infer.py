@@ -122,6 +122,10 @@ def _centred(cent):
     mu = cent.mean(0); c = cent - mu
     return mu, c, (c * c).sum(1)
 
+def _offsets_t(x, cent, cell):
+    "Offsets x - c of features sorted by cell, transposed (D, M) float32, so that each block is one matrix product"
+    return (x.double() - cent[cell]).T.float().contiguous()
+
 def _nearest_centre(bank, cent, dtype, rows=32768):
     "Index of the nearest centre of each feature, computed in `dtype` (centred: small norms, small rounding errors)"
     mu, c, cn = _centred(cent)
@@ -159,7 +163,7 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
     be = torch.minimum(bs + block, start[bcell] + counts[bcell])
     rmin, rmax, scale = rho[bs], rho[be - 1], rho.max().item() * (1 + 1e-9) + 1e-30
     last = (first + n_blocks - 1).clamp(min=0)
-    return dict(version=INDEX_VERSION, bank=x, offsets_t=(x.double() - cent[cell]).T.float().contiguous(), perm=order, centres=cent,
+    return dict(version=INDEX_VERSION, bank=x, offsets_t=_offsets_t(x, cent, cell), perm=order, centres=cent,
                 r2=rho ** 2, assign_err=assign_err, centre_dists=torch.cdist(cent, cent, compute_mode='donot_use_mm_for_euclid_dist'),
                 counts=counts, bcell=bcell, bs=bs, be=be, rmin=rmin, rmax=rmax,
                 first=first, n_blocks=n_blocks,
@@ -167,7 +171,6 @@ def build_index(bank:torch.Tensor, # normal features (M, D) float32
                 cell_half=torch.where(counts > 0, (rmax[last] - rmin[first.clamp(max=len(bs) - 1)]) / 2, 0),         # of each cell
                 scale=torch.tensor(scale, dtype=torch.float64),
                 key_rmin=bcell + rmin / scale, key_rmax=bcell + rmax / scale)  # sort keys: cell, then radius
-
 
 # %% ../../nbs/22_svdd_infer.ipynb #0feedc67
 EPS32 = 2.0 ** -24  # float32 unit roundoff
@@ -200,7 +203,6 @@ def _candidates(ix, dqc, thr, b0, cell, exact, e64, bisectors, tile=1024):
     qs, bs, r64 = [], [], math.sqrt(e64)
     for t0 in range(0, len(dqc), tile):            # a tile of queries at a time: memory (tile, C)
         d, t, c0 = dqc[t0:t0 + tile].double(), thr[t0:t0 + tile, None], cell[t0:t0 + tile]
-        d0 = d.gather(1, c0[:, None])              # distance to the query's nearest centre
         near = (d - ix['cell_mid']).abs_() < (t + ix['cell_half'] + r64).add_(d, alpha=2 * EPS32)   # radius bound (+ error of ||q - c||)
         d2 = (d * d).mul_(1 - 4 * EPS32)
         for cj in d.topk(min(bisectors, d.shape[1]), dim=1, largest=False).indices.T:   # the query's nearest centres, c0 first
@@ -371,7 +373,7 @@ def _restore_index(ix:dict, features:torch.Tensor)->dict:
     "A saved index with the fields `_save_bank` left out computed again, as `build_index` computes them"
     x = features[ix['perm']]
     cell = torch.repeat_interleave(torch.arange(len(ix['centres'])), ix['counts'])
-    return dict(ix, bank=x, offsets_t=(x.double() - ix['centres'][cell]).T.float().contiguous())
+    return dict(ix, bank=x, offsets_t=_offsets_t(x, ix['centres'], cell))
 
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
