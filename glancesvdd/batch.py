@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import os, re, shutil, sys, time
+import os, re, shutil, signal, sys, threading, time, weakref
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
@@ -15,9 +15,10 @@ from .core import GlanceSvddError, save_json, load_json, from_params, progress_b
 from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
-__all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
-           'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
-           'run_job', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
+__all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir',
+           'method_api', 'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook',
+           'prepare_run', 'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs',
+           'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
 METHODS = ('glance', 'svdd')
@@ -66,6 +67,7 @@ class Job:
     device: str = 'auto'
     smoke: bool = False   # tiny sizes, for tests and CPU checks
     overrides: tuple = () # (field, value) pairs that override the method's config (iteration counts, ...)
+    threads: int = 0      # CPU threads of the run's kernels (0: their default); set by `batch` when CPU runs share the cores
 
     @property
     def run_dir(self)->Path: return run_path(self.method, self.category, self.seed, self.runs_root)
@@ -74,7 +76,7 @@ class Job:
     @property
     def parameters(self)->dict:
         "What papermill injects into the notebooks' `parameters` cell: the declared names, the config fields as one dict"
-        p = asdict(self); p.pop('overrides')
+        p = asdict(self); p.pop('overrides'); p.pop('threads')   # threads reach the kernel as its environment (execute)
         return p | dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides})   # papermill writes a tuple as a string; the config reads a list back as a tuple (00_core)
 
 # %% ../nbs/60_batch.ipynb #f57f92b6
@@ -103,12 +105,28 @@ def keep_failed(out:Path, log:Path):
     for f in (out, log):
         if f.exists(): os.replace(f, f.with_name(f'{out.stem}.failed-{n}{f.suffix}'))
 
-def _kernel_manager(output):
-    "A kernel manager class whose kernel's own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to `output`, the run's log, not the terminal"
+_KERNELS = weakref.WeakSet()   # the managers of the kernels started by this process (parallel local runs: Ctrl-C stops them)
+_STOP = threading.Event()      # set by Ctrl-C during parallel local runs: a kernel that starts after it is stopped at once
+
+def _stop_kernel(km):
+    "SIGTERM to a kernel's process group: it runs in its own session (jupyter_client), so a terminal's Ctrl-C never reaches it"
+    proc = getattr(km.provisioner, 'process', None)
+    if proc is None or proc.poll() is not None: return      # not started, or already ended (its group id may be reused)
+    try: os.killpg(km.provisioner.pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError): pass
+
+def _kernel_manager(output, threads:int=0):
+    """A kernel manager class whose kernel's own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to
+    `output`, the run's log, not the terminal; `threads` > 0 sets the kernel's OpenMP/MKL thread count (torch's too)"""
     from jupyter_client.manager import AsyncKernelManager
+    limit = {v: str(threads) for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')} if threads else {}
     class RunKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stdout=output, stderr=output))
+            env = {**kw.get('env', os.environ), **limit}
+            out = await super()._async_launch_kernel(kernel_cmd, **dict(kw, env=env, stdout=output, stderr=output))
+            _KERNELS.add(self)
+            if _STOP.is_set(): _stop_kernel(self)
+            return out
     return RunKernelManager
 
 def execute(name:str, job:Job, experiments=None):
@@ -119,7 +137,7 @@ def execute(name:str, job:Job, experiments=None):
     import papermill as pm
     with open(log, 'w') as f:
         pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
-                            cwd=Path.cwd(), kernel_manager_class=_kernel_manager(f))
+                            cwd=Path.cwd(), kernel_manager_class=_kernel_manager(f, job.threads))
         f.write(f'\n{FINISHED}\n')
     return out, log
 
@@ -177,20 +195,51 @@ def _metrics(job:Job)->dict:
         raise GlanceSvddError(f"{e}. Deleting it is safe: the trained model is kept, and the same command evaluates it again") from None
 
 # %% ../nbs/60_batch.ipynb #873e4a4b
+CPU_RUNS = 2   # runs at once on a machine without a GPU, each on its share of the cores: on 2 cores, two 1-thread kernels scored
+               # 21 % more released categories per minute than one 2-thread kernel (benchmarks/results/release_cpu.md), as each
+               # run's single-threaded stretches (imports, Python loops, the metrics) overlap the other's work
+
 def _devices(device:str)->list:
     if device not in ('auto', None, ''): return [device]
     n = torch.cuda.device_count()
     return [f'cuda:{i}' for i in range(n)] if n else ['cpu']
 
-def _run_local(jobs, force, experiments, on_done):
-    from concurrent.futures import ThreadPoolExecutor
-    devices = _devices(jobs[0].device) if jobs else ['cpu']
-    if len(devices) == 1:
+def _n_images(job:Job)->int:
+    "Training and test images of the job's category (0 when missing): the cost by which parallel local runs are ordered"
+    d = Path(job.data_root)/job.category
+    return sum(1 for s in ('train', 'test') for f in (d/s).glob('*/*') if f.is_file())
+
+def local_plan(jobs:list, workers:int=0)->tuple:
+    """How the local executor runs `jobs`: (runs at once, the devices their slots cycle through, CPU threads per run or 0
+    for the default). `workers` 0: one run per GPU, or on a CPU `CPU_RUNS` sharing the threads torch would use"""
+    devices, cores = _devices(jobs[0].device), torch.get_num_threads()
+    cpu = devices == ['cpu']
+    n = max(1, min(workers or (min(CPU_RUNS, cores) if cpu else len(devices)), len(jobs)))
+    return n, devices, (max(1, cores // n) if cpu and n > 1 else 0)
+
+def _run_local(jobs, force, experiments, on_done, workers=0):
+    n, devices, threads = local_plan(jobs, workers)
+    if n == 1:
         for j in jobs: on_done(run_job(replace(j, device=devices[0]), force, experiments))
         return
-    def worker(i):
-        for j in jobs[i::len(devices)]: on_done(run_job(replace(j, device=devices[i]), force, experiments))
-    with ThreadPoolExecutor(len(devices)) as ex: list(ex.map(worker, range(len(devices))))
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import SimpleQueue
+    slots = SimpleQueue()                       # slot i runs on devices[i % len(devices)]; a run takes a free slot
+    for i in range(n): slots.put(i)
+    def run(j):
+        if _STOP.is_set(): return
+        i = slots.get()
+        try: r = run_job(replace(j, device=devices[i % len(devices)], threads=threads), force, experiments)
+        finally: slots.put(i)
+        if not _STOP.is_set(): on_done(r)    # a run stopped by Ctrl-C stays pending: the same command resumes it
+    _STOP.clear(); ex = ThreadPoolExecutor(n)
+    try: list(ex.map(run, sorted(jobs, key=_n_images, reverse=True)))   # longest first, so the batch does not end on one long run
+    except KeyboardInterrupt:                   # reaches this thread only: stop the runs' kernels, start no more
+        _STOP.set()
+        for km in list(_KERNELS): _stop_kernel(km)
+        raise
+    finally: ex.shutdown(cancel_futures=True)
+
 
 # %% ../nbs/60_batch.ipynb #a542edff
 GPU_SECONDS = dict(  # planning figures, seconds per iteration on one GPU (issue 14's targets until gpu_check measures them)
@@ -274,21 +323,25 @@ def batch(jobs:list, # the runs, `Job`s
           force:bool=False, # redo finished runs
           experiments=None, # folder of the experiment notebooks (default: nbs/experiments)
           slurm:dict|None=None, # submitit parameters for SLURM (partition, gpus_per_node, timeout_min, ...)
-          progress:bool=True)->list:
-    "Run every job; failures are recorded, never raised; a summary is saved after each run"
+          progress:bool=True,
+          workers:int=0)->list: # local: runs at once (0: one per GPU, or `CPU_RUNS` on a CPU; see `local_plan`)
+    "Run every job; failures are recorded, never raised; a summary is saved after each run; the results come in the jobs' order"
     if executor not in ('local', 'slurm', 'submitit-local'): raise GlanceSvddError(f"unknown executor {executor!r}: use local or slurm")
+    if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
-    results, bar = [], progress_bar(total=len(jobs), desc='runs', disable=not progress)
+    results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
     def on_done(r):
-        results.append(r); bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
-        save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
+        with lock:                              # local runs finish in worker threads
+            results.append(r); bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
+            save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
     try:
-        if executor == 'local': _run_local(jobs, force, experiments, on_done)
+        if executor == 'local': _run_local(jobs, force, experiments, on_done, workers)
         else: _run_submitit(jobs, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
     finally:
         bar.close()
-    return results
+    order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
+    return sorted(results, key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
 
 # %% ../nbs/60_batch.ipynb #915987a6
 def summary_table(results:list)->str:

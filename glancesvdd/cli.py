@@ -144,11 +144,12 @@ def evaluate(method:Param("glance or svdd", str),
              allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded; also --allow-modified)", store_true)=False,
              force:Param("with --release: redo finished runs", store_true)=False,
              slurm:Param("with --release --executor slurm: SLURM settings, as for batch", str)=None,
-             slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None):
+             slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None,
+             workers:Param("with --release, local: categories at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
     if release is not None:
         return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified,
-                                force, parse_slurm(slurm, slurm_config))
+                                force, parse_slurm(slurm, slurm_config), workers)
     if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
 
@@ -166,11 +167,11 @@ def release_jobs(release:str, categories:str, data:str, runs:str, device:str='au
                        release_dir=str(rel), allow_modified=allow_modified) for c in cats]
 
 def evaluate_release(method, release, categories, data, runs, device='auto', seed=0, overrides=None, executor='local',
-                     allow_modified=False, force=False, slurm:dict|None=None)->list:
+                     allow_modified=False, force=False, slurm:dict|None=None, workers:int=0)->list:
     "`glancesvdd evaluate svdd --release DIR`: the release's encoders scored through `batch`; a summary table"
     if method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `evaluate svdd --release`, not {method!r}")
     results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor,
-                    force=force, slurm=slurm)
+                    force=force, slurm=slurm, workers=workers)
     print(summary_table(results))
     failed = [r for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} release runs failed (see the table above); the others are kept")
@@ -214,7 +215,8 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
               smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
               set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None,
               slurm:Param("SLURM settings for --executor slurm, e.g. 'partition=gpu,gpus_per_node=1,timeout_min=2880'", str)=None,
-              slurm_config:Param("a JSON or YAML file of SLURM settings (--slurm pairs override it)", str)=None):
+              slurm_config:Param("a JSON or YAML file of SLURM settings (--slurm pairs override it)", str)=None,
+              workers:Param("local: runs at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
     methods, cats = parse_methods(method), parse_categories(categories, data, check=False)   # a broken category fails alone
     check_device(device); overrides = parse_overrides(set, methods)
@@ -223,7 +225,7 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
     jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides)
             for m in methods for c in cats for s in seed_list]
     for m in methods: method_config(m, next(j for j in jobs if j.method == m).parameters)   # checked before any kernel starts
-    results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config))
+    results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config), workers=workers)
     print(summary_table(results))
     failed = [r for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} runs failed (see the table above); the others are kept")

@@ -18,17 +18,20 @@ ROOT, TESTS = Path(__file__).resolve().parents[1], Path(__file__).resolve().pare
 # ------------------------------------------------------------------ local: one job per visible GPU
 def test_local_executor_runs_one_job_per_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(B.torch.cuda, 'device_count', lambda: 3)   # a machine with three GPUs, as torch would see it
-    seen, lock = [], threading.Lock()
+    seen, busy, lock = [], set(), threading.Lock()
     def fake_run_job(job, force=False, experiments=None):
-        with lock: seen.append((job.category, job.device, threading.current_thread().name))
+        with lock:
+            assert job.device not in busy, f'two runs at once on {job.device}'
+            busy.add(job.device); seen.append((job.category, job.device, job.threads, threading.current_thread().name))
         time.sleep(0.1)
+        with lock: busy.discard(job.device)
         return dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir), status='done')
     monkeypatch.setattr(B, 'run_job', fake_run_job)
     jobs = [B.Job('svdd', f'c{i}', runs_root=str(tmp_path)) for i in range(7)]
-    assert [r['status'] for r in B.batch(jobs, progress=False)] == ['done'] * 7
-    by_dev = {}
-    for cat, dev, thread in seen: by_dev.setdefault(dev, set()).add(cat)
-    assert by_dev == {'cuda:0': {'c0', 'c3', 'c6'}, 'cuda:1': {'c1', 'c4'}, 'cuda:2': {'c2', 'c5'}}
+    res = B.batch(jobs, progress=False)
+    assert [(r['category'], r['status']) for r in res] == [(f'c{i}', 'done') for i in range(7)]   # the jobs' order
+    assert sorted(c for c, *_ in seen) == [f'c{i}' for i in range(7)]                          # each job once
+    assert {d for _, d, *_ in seen} == {'cuda:0', 'cuda:1', 'cuda:2'} and {t for _, _, t, _ in seen} == {0}   # GPU runs: default threads
     assert len({t for *_, t in seen}) == 3                          # one worker thread per GPU
     assert [r['status'] for r in B.batch([B.Job('svdd', 'x', runs_root=str(tmp_path), device='cpu')], progress=False)] == ['done']
     assert seen[-1][1] == 'cpu'                                     # an explicit device is used as given
@@ -154,12 +157,13 @@ def test_cli_passes_cluster_settings(data, tmp_path, monkeypatch):
     import glancesvdd.cli as cli
     got = {}
     def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
-        got.update(jobs=jobs, executor=executor, slurm=slurm); return []
+        got.update(jobs=jobs, executor=executor, slurm=slurm, workers=kw.get('workers')); return []
     monkeypatch.setattr(cli, 'batch', fake_batch)
     (tmp_path/'cluster.yaml').write_text('partition: gpu\ncpus_per_task: 16\nadditional_parameters:\n  qos: high\n')
     rc = cli.main(['batch', '--method', 'svdd', '--categories', 'gravel', '--data', str(data), '--runs', str(tmp_path/'runs'),
                    '--executor', 'slurm', '--slurm-config', str(tmp_path/'cluster.yaml'), '--slurm', 'timeout_min=2880,partition=a100'])
-    assert rc == 0 and got['executor'] == 'slurm' and len(got['jobs']) == 1
+    assert rc == 0 and got['executor'] == 'slurm' and len(got['jobs']) == 1 and got['workers'] == 0
     assert got['slurm'] == dict(partition='a100', cpus_per_task=16, additional_parameters=dict(qos='high'), timeout_min=2880)
     p = B.slurm_parameters(got['jobs'], got['slurm'])
     assert (p['gpus_per_node'], p['timeout_min'], p['partition']) == (1, 2880, 'a100')   # the default GPU request stays
+    assert cli.main(['batch', '--method', 'svdd', '--categories', 'gravel', '--data', str(data), '--workers', '2']) == 0 and got['workers'] == 2

@@ -91,14 +91,16 @@ def test_release_on_slurm_gets_the_settings(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path); synthetic_mvtec(tmp_path/'data'); fake_release(tmp_path/'rel')
     seen = {}
     def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
-        seen.update(executor=executor, slurm=slurm, categories=[j.category for j in jobs])
+        seen.update(executor=executor, slurm=slurm, categories=[j.category for j in jobs], workers=kw.get('workers'))
         return [dict(method=j.method, category=j.category, seed=j.seed, status='submitted') for j in jobs]
     monkeypatch.setattr(C, 'batch', fake_batch)
     (tmp_path/'slurm.json').write_text('{"partition": "gpu", "timeout_min": 60}')
     rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle,wood', '--data', 'data', '--executor', 'slurm',
                        '--slurm-config', 'slurm.json', '--slurm', 'timeout_min=30,gpus_per_node=1', capsys=capsys)
     assert rc == 0, out
-    assert seen == dict(executor='slurm', slurm=dict(partition='gpu', timeout_min=30, gpus_per_node=1), categories=['bottle', 'wood'])
+    assert seen == dict(executor='slurm', slurm=dict(partition='gpu', timeout_min=30, gpus_per_node=1), categories=['bottle', 'wood'], workers=0)
+    rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle', '--data', 'data', '--workers', '3', capsys=capsys)
+    assert rc == 0 and (seen['executor'], seen['workers']) == ('local', 3), out
     rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle', '--data', 'data', '--executor', 'slurm',
                        '--slurm-config', 'missing.json', capsys=capsys)
     assert rc == 2 and 'missing.json does not exist' in out
