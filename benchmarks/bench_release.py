@@ -86,8 +86,8 @@ def run_cli(release, data, runs, categories, device, modified, workers=0) -> dic
             *(['--allow-modified'] if modified else [])]
     t0 = time.time(); r = subprocess.run(args, capture_output=True, text=True); total = time.time() - t0
     if r.returncode: raise SystemExit(f"the route failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    per = {x['category']: dict(seconds=x['seconds'], image_auroc=x['metrics']['image_auroc'])
-           for x in load_json(Path(runs)/'batch_summary.json')['results']}
+    done = {x['category']: x for x in load_json(Path(runs)/'batch_summary.json')['results']}
+    per = {c: dict(seconds=done[c]['seconds'], image_auroc=done[c]['metrics']['image_auroc']) for c in categories}
     n, _, threads = local_plan([Job('svdd-release', c, device=device) for c in categories], workers)   # as the command plans it
     return dict(total_s=total, per_category=per, runs_at_once=n, threads_per_run=threads or torch.get_num_threads())
 

@@ -196,8 +196,8 @@ def _metrics(job:Job)->dict:
 
 # %% ../nbs/60_batch.ipynb #873e4a4b
 CPU_RUNS = 2   # runs at once on a machine without a GPU, each on its share of the cores: on 2 cores, two 1-thread kernels scored
-               # 21 % more released categories per minute than one 2-thread kernel (benchmarks/results/release_cpu.md), as each
-               # run's single-threaded stretches (imports, Python loops, the metrics) overlap the other's work
+               # the 15 released categories in 13.0 min, one 2-thread kernel in 15.8 (benchmarks/results/release_cpu*.md), as
+               # each run's single-threaded stretches (kernel start, Python loops, the metrics) overlap the other's work
 
 def _devices(device:str)->list:
     if device not in ('auto', None, ''): return [device]
