@@ -325,23 +325,24 @@ def batch(jobs:list, # the runs, `Job`s
           slurm:dict|None=None, # submitit parameters for SLURM (partition, gpus_per_node, timeout_min, ...)
           progress:bool=True,
           workers:int=0)->list: # local: runs at once (0: one per GPU, or `CPU_RUNS` on a CPU; see `local_plan`)
-    "Run every job; failures are recorded, never raised; a summary is saved after each run; the results come in the jobs' order"
+    "Run every job; failures are recorded, never raised; a summary is saved after each run; results (returned and saved) are in the jobs' order"
     if executor not in ('local', 'slurm', 'submitit-local'): raise GlanceSvddError(f"unknown executor {executor!r}: use local or slurm")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
     results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
+    order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
     def on_done(r):
-        with lock:                              # local runs finish in worker threads
-            results.append(r); bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
+        with lock:                              # local runs finish in worker threads; results stay in the jobs' order
+            results.append(r); results.sort(key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
+            bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
             save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
     try:
         if executor == 'local': _run_local(jobs, force, experiments, on_done, workers)
         else: _run_submitit(jobs, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
     finally:
         bar.close()
-    order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
-    return sorted(results, key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
+    return results
 
 # %% ../nbs/60_batch.ipynb #915987a6
 def summary_table(results:list)->str:
