@@ -92,7 +92,7 @@ def run_cli(release, data, runs, categories, device, modified, workers=0) -> dic
     return dict(total_s=total, per_category=per, runs_at_once=n, threads_per_run=threads or torch.get_num_threads())
 
 
-def run_library(release, data, runs, categories, device, modified, workers=0) -> dict:
+def run_library(release, data, runs, categories, device, modified) -> dict:
     from glancesvdd.svdd.train import SvddConfig
     from glancesvdd.svdd.release import prepare_release_run, release_run_path, release_info
     from glancesvdd.svdd.infer import infer_svdd
@@ -147,7 +147,8 @@ def main():
     r = dict(args=vars(a), hardware=hardware(),
              encoders='the 15 released files' if a.release else 'released bottle (objects) and wood (textures) files standing in for all (--allow-modified)')
     r['images'] = {c: (len(_images(data/c/'train'/'good')), sum(len(_images(f)) for f in (data/c/'test').iterdir())) for c in cats}
-    r |= (run_cli if a.mode == 'cli' else run_library)(release, data, runs, cats, a.device, not a.release, a.workers)
+    r |= run_cli(release, data, runs, cats, a.device, not a.release, a.workers) if a.mode == 'cli' else \
+         run_library(release, data, runs, cats, a.device, not a.release)
     r['load_average_at_end'] = os.getloadavg()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     name = f"release_{torch.device(a.device).type}{'_' + a.tag if a.tag else ''}"

@@ -204,10 +204,10 @@ def _devices(device:str)->list:
     n = torch.cuda.device_count()
     return [f'cuda:{i}' for i in range(n)] if n else ['cpu']
 
-def _n_images(job:Job)->int:
-    "Training and test images of the job's category (0 when missing): the cost by which parallel local runs are ordered"
+def _n_images(job:Job, patterns=('train/*/*', 'test/*/*'))->int:
+    "Files of the job's category under `patterns` (0 when missing); all training and test images: the cost by which parallel local runs are ordered"
     d = Path(job.data_root)/job.category
-    return sum(1 for s in ('train', 'test') for f in (d/s).glob('*/*') if f.is_file())
+    return sum(1 for p in patterns for f in d.glob(p) if f.is_file())
 
 def local_plan(jobs:list, workers:int=0)->tuple:
     """How the local executor runs `jobs`: (runs at once, the devices their slots cycle through, CPU threads per run or 0
@@ -252,9 +252,7 @@ MAX_REQUEUES = 20            # time-outs a job may be requeued after before it i
 
 def _n_train(job:Job, default:int=391)->int:
     "Training images of the job's category (unknown: 391, MVTec AD's largest, hazelnut)"
-    d = Path(job.data_root)/job.category/'train'/'good'
-    n = sum(1 for f in d.iterdir() if f.is_file()) if d.is_dir() else 0
-    return n or default
+    return _n_images(job, ('train/good/*',)) or default
 
 def schedule_seconds(job:Job)->float:
     "Projected training seconds of `job` on one GPU: its config's iterations times `GPU_SECONDS` (0 for a job that trains nothing)"
