@@ -43,7 +43,7 @@ TOL_EMBED, TOL_PARITY, TOL_SEARCH = 1e-5, 1e-4, 1e-6   # issue 14; parity: tests
 LOSS_TOL = 0.02    # a speed option is "same results" when the mean loss of its last steps is within 2% of fp32's
 SCHEDULE = dict(svdd_steps=299 * 327, svdd_test_images=83,            # bottle: 299 epochs x ceil(100 * 209 / 64); 83 test images
                 glance_imagenet=50_000, glance_finetune=50_000, glance_global=200_000, glance_test_images=83)
-TARGETS = dict(svdd_infer_ms=10, svdd_train_min=30, glance_infer_ms=20, glance_train_h=3)   # issue 14, on one H200
+TARGETS = dict(svdd_step_ms=8, svdd_infer_ms=5, svdd_bank_s=2, glance_stage_b_ms=30, glance_infer_ms=20)   # issues 14 and 22, one H200
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -148,9 +148,9 @@ def check_svdd_parity(dev, quick:bool=False)->dict:
 
 
 def check_svdd_search(dev, quick:bool=False)->dict:
-    "Exact search on `dev` (brute force on CUDA) = the CPU pruned index: same neighbours, distances within 1e-6"
+    "Exact search on `dev` (the fused Triton scan on CUDA) = the CPU pruned index: same neighbours up to ties, distances within 1e-6"
     from glancesvdd.svdd.encoder import load_official_encoder
-    from glancesvdd.svdd.infer import build_index, search_index, nn_brute, embed_dense
+    from glancesvdd.svdd.infer import build_index, search_index, nearest_normal, embed_dense
     from glancesvdd.svdd.train import mean_image, standardise
     enc = load_official_encoder(FIX/'bottle_enchier.pkl')
     tr, te = images(3 if quick else 20, 128 if quick else 256), images(1 if quick else 4, 128 if quick else 256, 'test')
@@ -158,13 +158,34 @@ def check_svdd_search(dev, quick:bool=False)->dict:
     bank = embed_dense(enc, standardise(tr, m))[32].reshape(-1, 64)
     q = embed_dense(enc, standardise(te, m))[32].reshape(-1, 64)
     d_cpu, i_cpu = search_index(build_index(bank), q)
-    d_dev, i_dev = (t.cpu() for t in nn_brute(q, bank.to(dev)))
+    bank_k, stats = dict(features=bank), {}
+    d_dev, i_dev = nearest_normal(q, bank_k, dev, stats=stats)
     same = i_cpu == i_dev
     tie = (q[~same].double() - bank[i_dev[~same]].double()).norm(dim=1) - d_cpu[~same]   # a different index must be a tie
     diff = float((d_dev - d_cpu).abs().max())
     ties_ok = bool(tie.numel() == 0 or tie.abs().max() <= TOL_SEARCH)
     return dict(ok=diff <= TOL_SEARCH and ties_ok, max_abs_diff=diff, tol=TOL_SEARCH, queries=len(q), bank=len(bank),
-                same_index=float(same.double().mean()), differing_indices_are_ties=ties_ok)
+                same_index=float(same.double().mean()), differing_indices_are_ties=ties_ok, rechecked=stats.get('rechecked'),
+                how='nn_gpu (Triton)' if 'rechecked' in stats else 'search_index (CPU)')
+
+
+def check_release_bottle(dev, quick:bool=False, data=None)->dict:
+    "The released bottle encoder on real MVTec AD bottle, through the library on `dev`: image / pixel AUROC 0.9730 / 0.9784 (official)"
+    if data is None: return dict(ok=True, skipped='no --data folder with real MVTec AD bottle')
+    from glancesvdd.data import load_split
+    from glancesvdd.metrics import image_auroc, pixel_auroc
+    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.infer import build_bank, score_images
+    tr, te = (load_split(data, 'bottle', s, progress=False) for s in ('train', 'test'))
+    enc = load_official_encoder(FIX/'bottle_enchier.pkl').to(dev)
+    bank = build_bank(enc, tr['images'], index=dev.type != 'cuda')
+    bank['mean'] = bank['mean'].to(dev)
+    x = te['images'].to(dev)
+    out = [score_images(enc, x[i:i + 16], bank, device=dev) for i in range(0, len(x), 16)]
+    s, maps = torch.cat([o['image_scores'] for o in out]), torch.cat([o['maps'] for o in out])
+    img, pix = image_auroc(s, te['labels']), pixel_auroc(maps, te['masks'])
+    return dict(ok=abs(img - 0.9730) < 5e-5 and abs(pix - 0.9784) < 5e-5, image_auroc=round(img, 4), pixel_auroc=round(pix, 4),
+                official='0.9730 / 0.9784')
 
 
 def check_glance_leakage(dev, quick:bool=False)->dict:
@@ -237,12 +258,12 @@ def check_resume(dev, quick:bool=False, root=None)->dict:
         a, b = load_torch(full/'model.pt'), load_torch(cut/'model.pt')
         out['svdd_equal'] = all(torch.equal(a[p][k], b[p][k]) for p in ('encoder', 'cls_64', 'cls_32') for k in a[p])
         g = smoke_config(GlanceConfig(category='gravel', data_root=str(data), imagenet_dir='skip', teacher_weights='untrained',
-                                      device=str(dev)), iters=8, batch=2 if quick else 8, grid=4)   # the Global-Net needs 256 px (Tab. 2)
+                                      device=str(dev), workers=0), iters=8, batch=2 if quick else 8, grid=4)   # the Global-Net needs 256 px (Tab. 2); batches made in this process, where the interruption is planted
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
             full = train_glance(g, root/'glance_full', progress=False)
-            undo = _interrupt_after(GT, 'add_stains', 5)   # in Stage B, after its checkpoint of iteration 2
+            undo = _interrupt_after(GT, 'stain_layers', 5)   # in Stage B, after its checkpoint of iteration 2
             try: train_glance(g, root/'glance_cut', progress=False)
             except _Stop: pass
             finally: undo()
@@ -287,46 +308,81 @@ CHECKS = dict(svdd_embedding=check_svdd_embedding, svdd_parity=check_svdd_parity
 
 
 # ------------------------------------------------------------------------------------------------ throughput
-def svdd_trainer(dev, n_img:int, size:int, batch:int, precision='fp32', seed=0):
+def svdd_trainer(dev, n_img:int, size:int, batch:int, precision='fp32', seed=0, x=None):
     from glancesvdd.svdd.train import SvddConfig, make_trainer, mean_image, standardise
-    x = many(n_img, size)
+    x = many(n_img, size) if x is None else x
     cfg = SvddConfig(device=str(dev), image_size=size, batch_size=batch, precision=precision, seed=seed)
     return make_trainer(cfg, standardise(x, mean_image(x)).to(dev))
 
 
-def bench_svdd_train(dev, quick:bool, steps:int)->dict:
-    reset_peak(dev)
-    tr = svdd_trainer(dev, 4 if quick else 209, 128 if quick else 256, 4 if quick else 64)
-    it = iter(range(10**9))
-    s = timed(lambda: tr['step'](next(it)), dev, steps, warmup=1 if quick else 3)
-    return dict(batch=4 if quick else 64, s_per_step=s, steps_per_s=1 / s, peak_gpu_gb=peak_gb(dev))
+def kernel_seconds(step, dev, n:int=3, start:int=0)->float|None:
+    "GPU kernel time of one call of step(it), from the profiler over n calls"
+    if dev.type != 'cuda': return None
+    from torch.profiler import profile, ProfilerActivity
+    sync(dev)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for it in range(start, start + n): step(it)
+        sync(dev)
+    return sum(getattr(e, 'self_device_time_total', 0) for e in prof.key_averages()) / 1e6 / n
 
 
-def bench_svdd_infer(dev, quick:bool, n_test:int)->dict:
-    "Inference with a bottle-sized bank (209 images: 679,041 K=32 features) and exact search"
+def bench_svdd_train(dev, quick:bool, steps:int, x=None)->dict:
+    "The training step at the official batch in each precision (and tf32 with cudnn.benchmark): s/step and GPU-kernel s/step"
+    size, nimg, batch = (128, 4, 4) if quick else (256, 209, 64)
+    out = {}
+    for name, prec, bench in (('fp32', 'fp32', False), ('tf32', 'tf32', False), ('bf16', 'bf16', False), ('tf32_cudnn_benchmark', 'tf32', True)):
+        reset_peak(dev)
+        with torch_flags(cudnn_benchmark=bench):
+            tr = svdd_trainer(dev, nimg, size, batch, prec, x=x)
+            it = iter(range(10**9))
+            s = timed(lambda: tr['step'](next(it)), dev, steps, warmup=1 if quick else 10)
+            k = kernel_seconds(tr['step'], dev, 1 if quick else 5, start=10**6)
+        out[name] = dict(s_per_step=s, gpu_kernel_s_per_step=k, peak_gpu_gb=peak_gb(dev))
+        print(f"      svdd step {name:<22} {1e3 * s:7.2f} ms" + (f", kernels {1e3 * k:.2f} ms" if k else ''), flush=True)
+    from glancesvdd.svdd.train import SvddConfig
+    d = out[SvddConfig().precision]
+    return dict(batch=batch, default_precision=SvddConfig().precision, s_per_step=d['s_per_step'], gpu_kernel_s_per_step=d['gpu_kernel_s_per_step'],
+                steps_per_s=1 / d['s_per_step'], peak_gpu_gb=d['peak_gpu_gb'], precisions=out)
+
+
+def bench_svdd_infer(dev, quick:bool, n_test:int, data=None)->dict:
+    "Inference with a bottle-sized bank (209 images: 679,041 K=32 features; real bottle with --data), exact search, images on the device"
     from glancesvdd.svdd.encoder import load_official_encoder
-    from glancesvdd.svdd.infer import embed_dense, score_images
-    from glancesvdd.svdd.train import mean_image, standardise
+    from glancesvdd.svdd.infer import build_bank, score_images
     reset_peak(dev)
     size = 128 if quick else 256
     enc = load_official_encoder(FIX/'bottle_enchier.pkl').to(dev)
-    train, test = many(3 if quick else 209, size), images(n_test, size, 'test')
-    sync(dev); t = time.perf_counter()
-    mean = mean_image(train)
-    emb = embed_dense(enc, standardise(train, mean), batch=32)
-    bank = {'mean': mean, 'scales': {64: 16, 32: 4}, **{K: dict(features=e.reshape(-1, e.shape[-1])) for K, e in emb.items()}}
-    bank_s = time.perf_counter() - t   # the dense embedding only: the CPU search index is not needed on CUDA
-    if dev.type != 'cuda':
-        from glancesvdd.svdd.infer import build_index
-        for K in (64, 32): bank[K]['index'] = build_index(bank[K]['features'])
-    on_dev = {**bank, **{K: dict(bank[K], features=bank[K]['features'].to(dev)) for K in (64, 32)}}
+    if data is not None and not quick:
+        from glancesvdd.data import load_split
+        train, test = (load_split(data, 'bottle', s, progress=False)['images'] for s in ('train', 'test'))
+        test = test[:n_test]
+    else: train, test = many(3 if quick else 209, size), images(n_test, size, 'test')
+    where = 'cuda' if dev.type == 'cuda' else 'cpu'
+    def build():
+        bank = build_bank(enc, train, index=dev.type != 'cuda')
+        bank['mean'] = bank['mean'].to(dev)
+        if dev.type == 'cuda':
+            from glancesvdd.svdd.gpu_search import gpu_bank
+            for K in (64, 32): bank[K]['gpu'] = gpu_bank(bank[K]['features'].to(dev))
+        return bank
+    build(); sync(dev)                                   # warm-up: kernels and cuDNN plans
+    t = time.perf_counter(); bank = build(); sync(dev); bank_s = time.perf_counter() - t
+    x = test.to(dev)
+    stats = {}
+    from glancesvdd.svdd.infer import nearest_normal
     out = {}
-    for where, bk, b in (('gpu', on_dev, 1), ('gpu', on_dev, 8), ('cpu', bank, 16)):   # bank on the CPU: as infer_svdd keeps it
+    for b in (1, 16):
         b = min(b, n_test)
-        s = timed(lambda: score_images(enc, test[:b], bk, device=dev), dev, max(1, n_test // b), warmup=1) / b
-        out[f'ms_per_image_batch{b}_bank_on_{where}'] = 1e3 * s
-    return dict(bank_images=len(train), bank_k32=len(bank[32]['features']), bank_embed_s=bank_s, test_images=n_test,
-                ms_per_image=min(out.values()), images_per_s=1e3 / min(out.values()), peak_gpu_gb=peak_gb(dev), **out)
+        s = timed(lambda: score_images(enc, x[:b], bank, device=dev), dev, max(1, n_test // b), warmup=1) / b
+        out[f'ms_per_image_batch{b}'] = 1e3 * s
+    if dev.type == 'cuda':   # the share of queries the rounding bound sends to the float64 recheck
+        from glancesvdd.svdd.infer import embed_dense
+        from glancesvdd.svdd.train import standardise
+        e = embed_dense(enc, standardise(x[:min(16, n_test)], bank['mean']), on_device=True)[32]
+        nearest_normal(e.reshape(-1, e.shape[-1]), bank[32], dev, stats=stats)
+    return dict(data='real bottle' if data is not None and not quick else 'synthetic', bank_images=len(train), bank_k32=len(bank[32]['features']),
+                bank_build_s=bank_s, test_images=n_test, ms_per_image=min(out.values()), images_per_s=1e3 / min(out.values()),
+                k32_rechecked=stats.get('rechecked'), k32_queries=stats.get('queries'), peak_gpu_gb=peak_gb(dev), **out)
 
 
 def glance_nets(dev):
@@ -337,47 +393,51 @@ def glance_nets(dev):
     return tuple(m.to(dev) for m in (LocalNet(), GlobalNet(), DADHead()))
 
 
-def glance_stage_b(dev, batch:int, n_img:int=16, size:int=256, precision='fp32', channels_last=False, workers=0, pin=False,
-                   compile_g=False, fixed=False):
-    "A Stage-B step function at the paper's setting, and its networks"
-    from glancesvdd.glance.train import GlanceConfig, StainedPairs, Prefetcher, global_step, _adam, _stains
+def glance_stage_b(dev, batch:int, n_img:int=16, size:int=256, precision='fp32', workers=None, pin=None, fixed=False):
+    "A Stage-B step function at the paper's setting (the training images on the device, the loader's defaults for `dev`)"
+    from glancesvdd.glance.train import GlanceConfig, StainedPairs, Prefetcher, global_step, loader_settings, _adam, _stains
     cfg = GlanceConfig(image_size=size)
     L, G, C = glance_nets(dev)
     L.eval().requires_grad_(False)
-    if channels_last: G = G.to(memory_format=torch.channels_last)
     opt_g, opt_c = _adam([G], cfg.lr_global, cfg.betas), _adam([C], cfg.lr_head, cfg.betas)
-    pairs = StainedPairs(images(n_img, size), batch, 0, cfg.patch_size, **_stains(cfg))
+    pairs = StainedPairs(images(n_img, size).to(dev), batch, 0, cfg.patch_size, **_stains(cfg))
     if fixed: one = pairs[0]; batches = lambda it: one
-    else: batches = Prefetcher(pairs, 10**9, workers, pin)
-    if channels_last:   # the images in channels_last too (`.to(device)` keeps the layout)
-        inner = batches
-        batches = lambda it: (lambda b: b | dict(x=b['x'].contiguous(memory_format=torch.channels_last)))(inner(it))
-    net = torch.compile(G) if compile_g else G
-    return global_step(L, net, C, opt_g, opt_c, batches, cfg.lambda_t, dev, cfg.dad_reduction, precision)
+    else: batches = Prefetcher(pairs, 10**9, *loader_settings(workers, pin, dev), dev)
+    return global_step(L, G, C, opt_g, opt_c, batches, cfg.lambda_t, dev, cfg.dad_reduction, precision)
 
 
 def bench_glance_train(dev, quick:bool, iters:int)->dict:
-    from glancesvdd.glance.train import GlanceConfig, ImagePatches, Prefetcher, load_teacher, local_step, _adam
+    "Stage B at batch 64 with the loader's defaults, in each precision, with cudnn.benchmark, and without batch preparation; Stage A"
+    from glancesvdd.glance.train import GlanceConfig, ImagePatches, Prefetcher, StainedPairs, load_teacher, local_step, loader_settings, _adam, _stains
     import warnings
     cfg, out = GlanceConfig(), {}
-    size, bb = 256, (2 if quick else cfg.batch_size)
-    reset_peak(dev)
-    step = glance_stage_b(dev, bb, 4 if quick else 16, size)
-    from glancesvdd.glance.train import StainedPairs, _stains
-    step_pairs = StainedPairs(images(4 if quick else 16, size), bb, 0, cfg.patch_size, **_stains(cfg))
-    it = iter(range(10**9))
-    out['stage_b_it_per_s'] = 1 / timed(lambda: step(next(it)), dev, iters, warmup=1 if quick else 2)
-    out['stage_b_peak_gpu_gb'] = peak_gb(dev)
+    size, bb, n_img = 256, (2 if quick else cfg.batch_size), (4 if quick else 16)
+    variants = dict(fp32=dict(), tf32=dict(precision='tf32'), bf16=dict(precision='bf16'), tf32_cudnn_benchmark=dict(precision='tf32'),
+                    network_only_fp32=dict(fixed=True), network_only_tf32=dict(precision='tf32', fixed=True))
+    stage_b = {}
+    for name, kw in variants.items():
+        reset_peak(dev)
+        with torch_flags(cudnn_benchmark='benchmark' in name):
+            step = glance_stage_b(dev, bb, n_img, size, **kw)
+            it = iter(range(10**9))
+            s = timed(lambda: step(next(it)), dev, iters, warmup=1 if quick else 3)
+            k = kernel_seconds(step, dev, 1 if quick else 3, start=10**6)
+        stage_b[name] = dict(s_per_it=s, gpu_kernel_s_per_it=k, peak_gpu_gb=peak_gb(dev))
+        print(f"      glance stage B {name:<22} {1e3 * s:7.2f} ms" + (f", kernels {1e3 * k:.2f} ms" if k else ''), flush=True)
+        del step
+    out['stage_b'] = stage_b
+    out['stage_b_it_per_s'] = 1 / stage_b[cfg.precision]['s_per_it']
+    out['workers'], out['pin_memory'] = loader_settings(None, None, dev)
     L, _, _ = glance_nets(dev)
     D = torch.nn.Linear(128, 512).to(dev)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
         teacher = load_teacher('untrained', 64 if quick else cfg.teacher_size).to(dev)   # speed only: weights do not matter
     opt = _adam([L, D], cfg.lr_local, cfg.betas)
-    x = images(4 if quick else 16, size)
+    x = images(n_img, size).to(dev)
     for name, b in (('stage_a_imagenet', 4 if quick else cfg.batch_imagenet), ('stage_a_finetune', 4 if quick else cfg.batch_finetune)):
         reset_peak(dev)
-        step = local_step(L, D, opt, teacher, Prefetcher(ImagePatches(x, b, 0, cfg.patch_size), 10**9), cfg.lambda_k, cfg.lambda_c, dev)
+        step = local_step(L, D, opt, teacher, Prefetcher(ImagePatches(x, b, 0, cfg.patch_size), 10**9, 0, False, dev), cfg.lambda_k, cfg.lambda_c, dev)
         it = iter(range(10**9))
         out[f'{name}_it_per_s'] = 1 / timed(lambda: step(next(it)), dev, iters, warmup=1 if quick else 2)
         out[f'{name}_peak_gpu_gb'] = peak_gb(dev)
@@ -388,8 +448,9 @@ def bench_glance_train(dev, quick:bool, iters:int)->dict:
     for i in range(8 if quick else 64):   # ImageNet's typical 500x375 JPEGs (noise: decodes slower than photographs)
         Image.fromarray((np.random.default_rng(i).random((375, 500, 3)) * 255).astype(np.uint8)).save(d/f'{i}.JPEG', quality=90)
     folder, it = FolderPatches(d, 4 if quick else cfg.batch_imagenet, 0), iter(range(10**9))
-    out['stage_a_imagenet_batch_prep_s'] = timed(lambda: folder[next(it)], torch.device('cpu'), 2 if quick else 5, warmup=0)
-    out['stage_b_batch_prep_s'] = timed(lambda: step_pairs[next(it)], torch.device('cpu'), 2 if quick else 5, warmup=0)
+    out['stage_a_imagenet_batch_prep_s'] = timed(lambda: folder.plan(next(it)), torch.device('cpu'), 2 if quick else 5, warmup=0)
+    pairs = StainedPairs(images(n_img, size), bb, 0, cfg.patch_size, **_stains(cfg))
+    out['stage_b_batch_plan_s'] = timed(lambda: pairs.plan(next(it)), torch.device('cpu'), 2 if quick else 5, warmup=0)
     import shutil; shutil.rmtree(d, ignore_errors=True)
     out['batches'] = dict(stage_b=bb, imagenet=cfg.batch_imagenet, finetune=cfg.batch_finetune, teacher_size=cfg.teacher_size)
     return out
@@ -414,22 +475,101 @@ def bench_glance_infer(dev, quick:bool, n:int)->dict:
     return dict(out, peak_gpu_gb=peak_gb(dev), holes=len(corners))
 
 
+# ------------------------------------------------------------------------------------------------ the real loops
+def _data(root:Path, quick:bool, data=None, size=None):
+    "(data root, category, image size): real bottle when given (not in quick mode), else a small synthetic category"
+    if data is not None and not quick: return str(data), 'bottle', 256
+    d = make_synthetic_mvtec(root/'data', categories=('logo',), n_train=4 if quick else 16, n_test_good=2, n_test_defect=2,
+                             defects=('scratch', 'stain'), image_size=size or 256)
+    return str(d), 'logo', size or 256
+
+
+def loop_svdd(dev, quick:bool, root:Path, data=None)->dict:
+    "`train_svdd` then `infer_svdd` end to end (checkpoints every 100 steps, logging, bank, scores): seconds per step of the real loop"
+    from glancesvdd.core import load_json
+    from glancesvdd.metrics import evaluate_run
+    from glancesvdd.svdd.train import SvddConfig, train_svdd
+    from glancesvdd.svdd.infer import infer_svdd
+    droot, cat, size = _data(root, quick, data, 128 if quick else None)
+    iters = 4 if quick else 300
+    cfg = SvddConfig(category=cat, data_root=droot, image_size=size, device=str(dev), iters=iters, ckpt_every=2 if quick else 100,
+                     batch_size=4 if quick else 64)
+    os.environ['GLANCESVDD_PROGRESS'] = 'log'
+    run = train_svdd(cfg, root/'loop_svdd', progress=True)
+    rec = load_json(run/'train.json')
+    t = time.perf_counter(); infer_svdd(cfg, run, progress=False); infer_s = time.perf_counter() - t
+    m = evaluate_run(run)
+    return dict(data=cat, iters=iters, s_per_step=rec['seconds'] / iters, infer_s=infer_s, checkpoints=len(list((run/'checkpoints').glob('iter_*.pt'))),
+                image_auroc=round(m['image_auroc'], 3), pixel_auroc=round(m['pixel_auroc'], 3))
+
+
+def loop_glance(dev, quick:bool, root:Path, data=None)->dict:
+    "`train_glance` then `infer_glance` end to end (Stage A fine-tune, Stage B with the loader's defaults, checkpoints, scores)"
+    import warnings
+    from glancesvdd.core import load_json
+    from glancesvdd.metrics import evaluate_run
+    from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
+    from glancesvdd.glance.infer import infer_glance
+    droot, cat, _ = _data(root, quick, data)
+    iters = 4 if quick else 300
+    cfg = GlanceConfig(category=cat, data_root=droot, imagenet_dir='skip', teacher_weights='untrained', device=str(dev), iters=iters,
+                       iters_finetune=max(iters // 3, 1), ckpt_every=max(iters // 3, 1))
+    if quick: cfg = smoke_config(cfg, iters=iters, batch=2, grid=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        run = train_glance(cfg, root/'loop_glance', progress=True)
+    rec = load_json(run/'train.json')
+    t = time.perf_counter(); infer_glance(cfg, run, progress=False); infer_s = time.perf_counter() - t
+    m = evaluate_run(run)
+    return dict(data=cat, iters=iters, stage_b_s_per_it=rec['global_seconds'] / iters, finetune_s_per_it=rec['finetune_seconds'] / cfg.iters_finetune,
+                infer_s=infer_s, image_auroc=round(m['image_auroc'], 3), pixel_auroc=round(m['pixel_auroc'], 3))
+
+
+def precision_svdd(dev, quick:bool, root:Path, data=None, steps:int=1500)->dict:
+    "Patch SVDD trained `steps` steps from the same seed in each precision, evaluated in IEEE float32: loss, AUROCs, speed"
+    from glancesvdd.core import load_json, PRECISIONS
+    from glancesvdd.metrics import evaluate_run
+    from glancesvdd.svdd.train import SvddConfig, train_svdd
+    from glancesvdd.svdd.infer import infer_svdd
+    droot, cat, size = _data(root, quick, data, 128 if quick else None)
+    steps = 3 if quick else steps
+    out = {}
+    for prec in PRECISIONS:
+        cfg = SvddConfig(category=cat, data_root=droot, image_size=size, device=str(dev), iters=steps, ckpt_every=steps,
+                         batch_size=4 if quick else 64, precision=prec)
+        run = train_svdd(cfg, root/f'precision_{prec}', progress=False)
+        infer_svdd(cfg, run, progress=False)
+        rec, m = load_json(run/'train.json'), evaluate_run(run)
+        out[prec] = dict(loss=rec['last_losses']['loss'], s_per_step=rec['seconds'] / steps, image_auroc=round(m['image_auroc'], 4),
+                         pixel_auroc=round(m['pixel_auroc'], 4))
+        print(f"      {prec}: loss {out[prec]['loss']:.4f}, {1e3 * out[prec]['s_per_step']:.2f} ms/step, AUROC "
+              f"{out[prec]['image_auroc']} / {out[prec]['pixel_auroc']}", flush=True)
+    f, t = out['fp32'], out['tf32']
+    same = abs(t['loss'] - f['loss']) <= LOSS_TOL * abs(f['loss']) and abs(t['image_auroc'] - f['image_auroc']) <= 0.01 \
+           and abs(t['pixel_auroc'] - f['pixel_auroc']) <= 0.01
+    return dict(data=cat, steps=steps, tf32_same_as_fp32=same, faster=min(out, key=lambda k: out[k]['s_per_step']), precisions=out,
+                rule=f"tf32 counts as the same when its loss is within {100 * LOSS_TOL:.0f}% of fp32's and both AUROCs within 0.01")
+
+
 def projection(r:dict)->dict:
-    "Hours per category (bottle) from the papers' schedules and the measured rates"
+    "Time per category (bottle) from the papers' schedules and the measured rates; the per-iteration seconds for batch.GPU_SECONDS"
     s, g = r.get('throughput.svdd_train', {}), r.get('throughput.glance_train', {})
     si, gi = r.get('throughput.svdd_infer', {}), r.get('throughput.glance_infer', {})
+    ls, lg = r.get('loop.svdd', {}), r.get('loop.glance', {})
+    step = ls.get('s_per_step', s.get('s_per_step'))                 # the real loop's step when measured
     out = {}
-    if 's_per_step' in s:
-        out['svdd_train_h'] = SCHEDULE['svdd_steps'] * s['s_per_step'] / 3600
-        out['svdd_h'] = out['svdd_train_h'] + SCHEDULE['svdd_test_images'] * si.get('ms_per_image', 0) / 3.6e6
+    if step:
+        out['svdd_train_min'] = SCHEDULE['svdd_steps'] * step / 60
+        out['svdd_h'] = out['svdd_train_min'] / 60 + SCHEDULE['svdd_test_images'] * si.get('ms_per_image', 0) / 3.6e6
     if 'stage_b_it_per_s' in g:
+        b = lg.get('stage_b_s_per_it', 1 / g['stage_b_it_per_s'])
         out['glance_stage_a_h'] = (SCHEDULE['glance_imagenet'] / g['stage_a_imagenet_it_per_s'] + SCHEDULE['glance_finetune'] / g['stage_a_finetune_it_per_s']) / 3600
-        out['glance_stage_b_h'] = SCHEDULE['glance_global'] / g['stage_b_it_per_s'] / 3600
+        out['glance_stage_b_h'] = SCHEDULE['glance_global'] * b / 3600
         out['glance_h'] = out['glance_stage_a_h'] + out['glance_stage_b_h'] + SCHEDULE['glance_test_images'] * gi.get('ms_per_image', 0) / 3.6e6
         if 'stage_a_imagenet_batch_prep_s' in g:   # file reading and decoding, which DataLoader workers (`workers`) take off the step
             out['glance_imagenet_file_reading_h_one_process'] = SCHEDULE['glance_imagenet'] * g['stage_a_imagenet_batch_prep_s'] / 3600
-        out['gpu_seconds'] = dict(svdd=s.get('s_per_step'), glance_imagenet=1 / g['stage_a_imagenet_it_per_s'],   # for batch.GPU_SECONDS
-                                  glance_finetune=1 / g['stage_a_finetune_it_per_s'], glance_global=1 / g['stage_b_it_per_s'])
+        out['gpu_seconds'] = dict(svdd=step, glance_imagenet=1 / g['stage_a_imagenet_it_per_s'],   # for batch.GPU_SECONDS
+                                  glance_finetune=lg.get('finetune_s_per_it', 1 / g['stage_a_finetune_it_per_s']), glance_global=b)
     return out
 
 
@@ -460,52 +600,12 @@ def _option_rows(base:tuple, variants:dict, dev, n:int)->dict:
 
 
 def options_svdd(dev, quick:bool, n:int, compile_ok:bool)->dict:
-    "Patch SVDD training step: channels_last (the default here) off, cudnn.benchmark, bf16, torch.compile of f_small"
-    import glancesvdd.svdd.train as T
+    "Patch SVDD training step (default precision) with f_small under torch.compile, against the plain step"
     size, nimg, batch = (128, 4, 4) if quick else (256, 32, 64)
-    make = lambda **k: svdd_trainer(dev, nimg, size, batch, **k)['step']
-    base = _losses(make(), n, dev)
-    def contiguous():   # the step with encode_pairs' channels_last conversion left out
-        real = T.encode_pairs
-        def plain(enc, p64, p32):
-            if enc.small is None: return enc(p64), None
-            q = enc.quarters(p64); h = enc.small(torch.cat([q, p32]))
-            return enc.head(h[:len(q)]), h[len(q):]
-        T.encode_pairs = plain
-        tr = svdd_trainer(dev, nimg, size, batch); tr['encoder'].to(memory_format=torch.contiguous_format)
-        def step(it):
-            T.encode_pairs = plain
-            try: return tr['step'](it)
-            finally: T.encode_pairs = real
-        T.encode_pairs = real
-        return step
-    def benchmark():
-        step = make()
-        def run(it):
-            with torch_flags(cudnn_benchmark=True): return step(it)
-        return run
+    base = _losses(svdd_trainer(dev, nimg, size, batch)['step'], n, dev)
     def compiled():
-        tr = svdd_trainer(dev, nimg, size, batch); enc = tr['encoder']; enc.small = torch.compile(enc.small); return tr['step']
-    variants = dict(channels_last_off=contiguous, cudnn_benchmark=benchmark, bf16=lambda: make(precision='bf16'))
-    if compile_ok: variants['torch_compile'] = compiled
-    return _option_rows(base, variants, dev, n)
-
-
-def options_glance(dev, quick:bool, n:int, compile_ok:bool)->dict:
-    "GLANCE Stage-B step: channels_last, cudnn.benchmark, bf16, pinned memory + 4 workers, torch.compile of the Global-Net"
-    batch, nimg, size = (2, 4, 256) if quick else (64, 16, 256)
-    make = lambda **k: glance_stage_b(dev, batch, nimg, size, **k)
-    base = _losses(make(), n, dev)
-    def benchmark():
-        step = make()
-        def run(it):
-            with torch_flags(cudnn_benchmark=True): return step(it)
-        return run
-    variants = dict(channels_last=lambda: make(channels_last=True), cudnn_benchmark=benchmark, bf16=lambda: make(precision='bf16'),
-                    pinned_workers4=lambda: make(workers=0 if quick else 4, pin=dev.type == 'cuda'),
-                    network_only=lambda: make(fixed=True))   # no data preparation at all: the bound the data path leaves
-    if compile_ok: variants['torch_compile'] = lambda: make(compile_g=True)
-    return _option_rows(base, variants, dev, n)
+        tr = svdd_trainer(dev, nimg, size, batch); enc = tr['encoder']; enc.enc = torch.compile(enc.enc); return tr['step']
+    return _option_rows(base, dict(torch_compile=compiled) if compile_ok else {}, dev, n)
 
 
 # ------------------------------------------------------------------------------------------------ profile
@@ -539,7 +639,7 @@ def profile_glance(dev, quick:bool)->dict:
     cfg = GlanceConfig()
     b, size = (2, 256) if quick else (64, 256)
     pairs = StainedPairs(images(4 if quick else 16, size), b, 0, 33, **_stains(cfg))
-    return profile_step(glance_stage_b(dev, b, 4 if quick else 16, size), dev, batches=lambda it: pairs[it], n=1 if quick else 3)
+    return profile_step(glance_stage_b(dev, b, 4 if quick else 16, size), dev, batches=lambda it: pairs.plan(it), n=1 if quick else 3)
 
 
 # ------------------------------------------------------------------------------------------------ batch devices
@@ -583,49 +683,64 @@ def _fmt(v):
     return str(v)
 
 
+def _ms(v): return f'{1e3 * v:.2f}' if isinstance(v, (int, float)) else '—'
+
+
 def markdown(r:dict)->str:
-    hw = r['hardware']
+    hw, P = r['hardware'], r['parts']
     L = [f"# GPU check ({hw.get('gpu', hw['device'])}{', quick' if r['args']['quick'] else ''})", '',
          f"torch {hw['torch']}, CUDA {hw['cuda']}, cuDNN {hw.get('cudnn')}, driver {hw.get('driver')}, python {hw['python']}, "
-         f"{hw['cpu_count']} CPU cores; {r['started']}; {r['elapsed_s']:.0f} s in all. Command: `{r['command']}`. "
-         f"Defaults outside the parts that change them: {hw.get('settings')}; the correctness parts turn TF32 off.", '',
+         f"{hw['cpu_count']} CPU cores; commit {r.get('commit')}; {r['started']}; {r['elapsed_s']:.0f} s in all. Command: `{r['command']}`. "
+         f"Settings outside the parts that change them: {hw.get('settings')}. Every training run states its `precision`; "
+         "evaluation and the correctness parts run in IEEE float32 (TF32 off).", '',
          '| part | status | s | result |', '|---|---|---|---|']
-    for name, p in r['parts'].items():
+    for name, p in P.items():
         vals = ', '.join(f"{k} {_fmt(v)}" for k, v in p.items() if k not in ('status', 'seconds', 'error', 'traceback', 'ok', 'output')
                          and not isinstance(v, (dict, list)))
         L.append(f"| {name} | {p['status']} | {p.get('seconds', 0):.1f} | {vals}{(' — ' + p['error'][:160]) if 'error' in p else ''} |")
     pr = r.get('projection', {})
+    st, si, gt, gi = (P.get(k, {}) for k in ('throughput.svdd_train', 'throughput.svdd_infer', 'throughput.glance_train', 'throughput.glance_infer'))
+    gb = gt.get('stage_b', {}).get('fp32', {})   # GlanceConfig's default precision
+    v_bank = si.get('bank_build_s')
+    rows = [(f"Patch SVDD training step ≤ {TARGETS['svdd_step_ms']} ms (official batch, default settings)", st.get('s_per_step'), TARGETS['svdd_step_ms'] / 1e3),
+            (f"Patch SVDD inference ≤ {TARGETS['svdd_infer_ms']} ms per image (embedding + exact search)", si['ms_per_image'] / 1e3 if 'ms_per_image' in si else None, TARGETS['svdd_infer_ms'] / 1e3),
+            (f"GLANCE Stage B ≤ {TARGETS['glance_stage_b_ms']} ms per iteration (batch 64, default settings)", gb.get('s_per_it'), TARGETS['glance_stage_b_ms'] / 1e3),
+            (f"GLANCE inference ≤ {TARGETS['glance_infer_ms']} ms per image", gi['ms_per_image'] / 1e3 if 'ms_per_image' in gi else None, TARGETS['glance_infer_ms'] / 1e3)]
+    L += ['', '## Targets (issue 22, one H200)', '', '| target | measured | met |', '|---|---|---|']
+    L += [f"| {t} | {_ms(v)} ms | {_fmt(v <= lim)} |" if v is not None else f"| {t} | — | — |" for t, v, lim in rows]
+    L.append(f"| Patch SVDD bottle bank ≤ {TARGETS['svdd_bank_s']} s | {_fmt(v_bank)} s | {_fmt(v_bank <= TARGETS['svdd_bank_s'])} |"
+             if v_bank is not None else f"| Patch SVDD bottle bank ≤ {TARGETS['svdd_bank_s']} s | — | — |")
     if pr:
-        L += ['', "## Hours per category (bottle), projected from the papers' schedules", '',
-              f"Patch SVDD: {SCHEDULE['svdd_steps']:,} steps → {_fmt(pr.get('svdd_h'))} h (target: {TARGETS['svdd_train_min']} min). "
-              f"GLANCE: Stage A {_fmt(pr.get('glance_stage_a_h'))} h + Stage B {_fmt(pr.get('glance_stage_b_h'))} h → {_fmt(pr.get('glance_h'))} h "
-              f"(target: {TARGETS['glance_train_h']} h); the ImageNet stage's file reading adds {_fmt(pr.get('glance_imagenet_file_reading_h_one_process'))} h "
-              "in one process, divided by the DataLoader workers (`workers`). "
-              f"Seconds per iteration for `glancesvdd.batch.GPU_SECONDS`: {pr.get('gpu_seconds')}.", '',
-              '| target (issue 14, one H200) | measured | met |', '|---|---|---|']
-        si, gi = r['parts'].get('throughput.svdd_infer', {}), r['parts'].get('throughput.glance_infer', {})
-        rows = [(f"Patch SVDD inference ≤ {TARGETS['svdd_infer_ms']} ms per image", si.get('ms_per_image'), TARGETS['svdd_infer_ms'], 'ms'),
-                (f"Patch SVDD bottle schedule ≤ {TARGETS['svdd_train_min']} min", pr.get('svdd_h', math.nan) * 60, TARGETS['svdd_train_min'], 'min'),
-                (f"GLANCE inference ≤ {TARGETS['glance_infer_ms']} ms per image", gi.get('ms_per_image'), TARGETS['glance_infer_ms'], 'ms'),
-                (f"GLANCE schedule ≤ {TARGETS['glance_train_h']} h", pr.get('glance_h'), TARGETS['glance_train_h'], 'h')]
-        L += [f"| {t} | {_fmt(v)} {u} | {_fmt(v <= lim) if v is not None and v == v else '—'} |" for t, v, lim, u in rows]
-        L += ['', 'Where a target is missed, the profiles below say what bounds the step: batch preparation (CPU), GPU kernels, '
-              'or the rest (Python and kernel launches); `options.glance`\'s network_only row is the step without batch preparation.']
-    for name in ('options.svdd', 'options.glance'):
-        o = r['parts'].get(name, {}).get('options')
-        if not o: continue
-        L += ['', f"## Speed options: {name.split('.')[1]} training step (same seed; 'same results': mean loss of the last steps within "
-              f"{100 * LOSS_TOL:.0f}% of fp32)", '', '| option | s/step | speed-up | loss | vs default | same results |', '|---|---|---|---|---|---|']
+        L += ['', "## Time per category (bottle), from the papers' schedules", '',
+              f"Patch SVDD: {SCHEDULE['svdd_steps']:,} steps × the real loop's step → {_fmt(pr.get('svdd_train_min'))} min of training. "
+              f"GLANCE: Stage A {_fmt(pr.get('glance_stage_a_h'))} h + Stage B {_fmt(pr.get('glance_stage_b_h'))} h → {_fmt(pr.get('glance_h'))} h; "
+              f"the ImageNet stage's file reading would add {_fmt(pr.get('glance_imagenet_file_reading_h_one_process'))} h in one process, "
+              f"divided by the DataLoader workers. Seconds per iteration for `glancesvdd.batch.GPU_SECONDS`: {pr.get('gpu_seconds')}."]
+    tables = [('Patch SVDD training step by precision (official batch)', st.get('precisions'), 's_per_step', 'gpu_kernel_s_per_step'),
+              ('GLANCE Stage-B iteration by variant (batch 64; network_only: one fixed batch, no batch preparation)', gt.get('stage_b'), 's_per_it', 'gpu_kernel_s_per_it')]
+    for title, rows_, k1, k2 in tables:
+        if not rows_: continue
+        L += ['', f'## {title}', '', '| variant | ms | GPU kernels, ms | peak GPU GB |', '|---|---|---|---|']
+        L += [f"| {k} | {_ms(v[k1])} | {_ms(v.get(k2))} | {_fmt(v.get('peak_gpu_gb'))} |" for k, v in rows_.items()]
+    pc = P.get('precision.svdd', {})
+    if pc.get('precisions'):
+        L += ['', f"## Training precision (Patch SVDD, {pc['data']}, {pc['steps']} steps from seed 0, evaluated in IEEE float32)", '',
+              '| precision | mean loss of the last 100 steps | ms/step | image AUROC | pixel AUROC |', '|---|---|---|---|---|']
+        L += [f"| {k} | {v['loss']:.4f} | {_ms(v['s_per_step'])} | {v['image_auroc']} | {v['pixel_auroc']} |" for k, v in pc['precisions'].items()]
+        L += ['', f"{pc['rule']}: {'yes' if pc['tf32_same_as_fp32'] else 'NO'}."]
+    o = P.get('options.svdd', {}).get('options')
+    if o:
+        L += ['', f"## torch.compile (Patch SVDD step; 'same results': mean loss of the last steps within {100 * LOSS_TOL:.0f}%)", '',
+              '| option | s/step | speed-up | loss | vs default | same results |', '|---|---|---|---|---|---|']
         for k, v in o.items():
             if 'error' in v: L.append(f"| {k} | — | — | — | — | {v['error'][:100]} |"); continue
-            if 'loss' not in v: L.append(f"| {k} (one fixed batch, no data preparation) | {v['s_per_step']:.4f} | {_fmt(v['speedup'])}x | — | — | — |"); continue
             L.append(f"| {k} | {v['s_per_step']:.4f} | {_fmt(v.get('speedup', 1.0))}x | {v['loss']:.4g} | "
                      f"{100 * v.get('loss_rel_diff', 0):.2f}% | {_fmt(v.get('same_results', True))} |")
     for name in ('profile.svdd', 'profile.glance'):
-        p = r['parts'].get(name, {})
+        p = P.get(name, {})
         if 'top_ops_by_cpu' not in p: continue
         L += ['', f"## Profile of one {name.split('.')[1]} training step: wall {_fmt(p['wall_s'])} s, GPU kernels {_fmt(p['gpu_kernel_s'])} s"
-              + (f", batch preparation {_fmt(p['data_s'])} s" if p.get('data_s') is not None else ''), '',
+              + (f", batch plan (CPU, done by the workers) {_fmt(p['data_s'])} s" if p.get('data_s') is not None else ''), '',
               '| op (most CPU time first, then most GPU time) | self CPU ms | self GPU ms |', '|---|---|---|']
         L += [f"| {o['op'][:60]} | {o['self_cpu_ms']:.2f} | {o['self_gpu_ms']:.2f} |" for o in p['top_ops_by_cpu'] + p.get('top_ops_by_gpu', [])]
     return '\n'.join(L) + '\n'
@@ -652,6 +767,11 @@ def run_part(r:dict, name:str, seconds:float, f, out:Path, deadline:float):
     save(r, out)
 
 
+def _commit()->str:
+    try: return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip() or 'unknown'
+    except (OSError, subprocess.SubprocessError): return 'unknown'
+
+
 def save(r:dict, out:Path):
     r['elapsed_s'] = r['clock'](); r['projection'] = projection({k: v for k, v in r['parts'].items()})
     out.mkdir(parents=True, exist_ok=True)
@@ -668,33 +788,42 @@ def main(argv=None):
     ap.add_argument('--deadline', type=float, default=450, help='seconds after which no part starts (default 450: 7.5 min)')
     ap.add_argument('--budget-scale', type=float, default=1.0, help='multiplies every part budget')
     ap.add_argument('--parts', default='all', help="comma-separated prefixes of the parts to run (e.g. 'correctness,throughput')")
-    ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile variants')
+    ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile variant')
+    ap.add_argument('--data', default=None, help='an MVTec-layout root holding real bottle (e.g. data/mvtec_ad): release parity, '
+                    'inference, the loops and the precision runs then use it; without it they use synthetic data')
+    ap.add_argument('--precision-steps', type=int, default=1000, help='training steps of each precision run (default 1000)')
+    ap.add_argument('--commit', default=None, help='the commit measured (default: git rev-parse HEAD, where .git is there)')
     a = ap.parse_args(argv)
     a.name = a.name or 'gpu_check'
     t0 = time.perf_counter()
     deadline = t0 + a.deadline
     dev = get_device(a.device)
     q, bs = a.quick, a.budget_scale
+    data = Path(a.data) if a.data else None
+    if data is not None and not (data/'bottle'/'train').is_dir(): ap.error(f"--data {data}: no bottle/train folder there")
     r = dict(args=vars(a), command='python benchmarks/gpu_check.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
-             started=time.strftime('%Y-%m-%d %H:%M:%S'), hardware=hardware(dev), parts={}, clock=lambda: time.perf_counter() - t0)
+             started=time.strftime('%Y-%m-%d %H:%M:%S %Z'), commit=a.commit or _commit(), hardware=hardware(dev), parts={},
+             clock=lambda: time.perf_counter() - t0)
     out = Path(a.out)
     print(f"GPU check on {r['hardware'].get('gpu', dev)} (torch {torch.__version__}); results go to {out/a.name}.json/.md", flush=True)
     work = Path(tempfile.mkdtemp(prefix='gpu_check_'))
     compile_ok = not a.no_compile and not q and dev.type == 'cuda'
-    n_steps = 2 if q else 30
     parts = [  # name, budget in seconds (GPU), function
         ('env.batch_devices', 5, batch_devices),
         *[(f'correctness.{k}', (60 if k in ('resume', 'smoke') else 25), (lambda f=f, k=k: f(dev, q, work/k) if k in ('resume', 'smoke') else f(dev, q)))
           for k, f in CHECKS.items()],
-        *([('correctness.pytest_gpu', 60, pytest_gpu)] if dev.type == 'cuda' else []),
-        ('throughput.svdd_train', 25, lambda: bench_svdd_train(dev, q, 1 if q else 20)),
-        ('throughput.svdd_infer', 45, lambda: bench_svdd_infer(dev, q, 2 if q else 16)),
-        ('throughput.glance_train', 40, lambda: bench_glance_train(dev, q, 1 if q else 15)),
+        ('correctness.release_bottle', 40, lambda: check_release_bottle(dev, q, data)),
+        *([('correctness.pytest_gpu', 90, pytest_gpu)] if dev.type == 'cuda' else []),
+        ('throughput.svdd_train', 60, lambda: bench_svdd_train(dev, q, 1 if q else 50)),
+        ('throughput.svdd_infer', 45, lambda: bench_svdd_infer(dev, q, 2 if q else 32, data)),
+        ('throughput.glance_train', 90, lambda: bench_glance_train(dev, q, 1 if q else 40)),
         ('throughput.glance_infer', 25, lambda: bench_glance_infer(dev, q, 1 if q else 16)),
-        ('options.svdd', 70, lambda: dict(options=options_svdd(dev, q, n_steps, compile_ok))),
-        ('options.glance', 80, lambda: dict(options=options_glance(dev, q, n_steps if q else 16, compile_ok))),
+        ('loop.svdd', 60, lambda: loop_svdd(dev, q, work/'loops', data)),
+        ('loop.glance', 90, lambda: loop_glance(dev, q, work/'loops', data)),
+        ('precision.svdd', 150, lambda: precision_svdd(dev, q, work/'precision', data, a.precision_steps)),
         ('profile.svdd', 15, lambda: profile_svdd(dev, q)),
-        ('profile.glance', 15, lambda: profile_glance(dev, q)),
+        ('profile.glance', 20, lambda: profile_glance(dev, q)),
+        ('options.svdd', 90, lambda: dict(options=options_svdd(dev, q, 2 if q else 30, compile_ok))),
     ]
     wanted = [p.strip() for p in a.parts.split(',')] if a.parts != 'all' else None
     try:

@@ -17,10 +17,10 @@ from tqdm.std import tqdm as tqdm_text
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'DEVICE', 'PROGRESS_ENV', 'GlanceSvddError', 'seed_everything',
-           'get_device', 'autocast', 'full_float32', 'data_root', 'runs_root', 'from_params', 'Between', 'OneOf',
-           'Matches', 'check_device', 'check_value', 'check_config', 'parse_field', 'progress_bar', 'to_numpy',
-           'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json', 'load_json', 'save_torch', 'load_torch',
-           'save_npz']
+           'get_device', 'float32_matmuls', 'autocast', 'full_float32', 'data_root', 'runs_root', 'from_params',
+           'Between', 'OneOf', 'Matches', 'check_device', 'check_value', 'check_config', 'parse_field', 'progress_bar',
+           'to_numpy', 'to_device', 'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json', 'load_json',
+           'save_torch', 'load_torch', 'save_npz']
 
 # %% ../nbs/00_core.ipynb #c021a2b9
 class GlanceSvddError(Exception):
@@ -46,24 +46,33 @@ def get_device(device:str|None=None): # 'cuda', 'cpu', 'cuda:1' ...; `None` pick
     return dev
 
 # %% ../nbs/00_core.ipynb #58d38f62
-PRECISIONS = ('fp32', 'bf16')  # float32 (the papers'), or bfloat16 autocast (opt-in)
+PRECISIONS = ('fp32', 'tf32', 'bf16')  # IEEE float32; float32 with TF32 matrix units (GPU); bfloat16 autocast
 
-def autocast(device, # where the step runs: a torch.device or 'cpu', 'cuda', 'cuda:1' ...
-             precision:str='fp32'): # one of PRECISIONS
-    "The context a training step's forward pass and losses run in: a no-op for 'fp32', bfloat16 autocast for 'bf16'"
+def _check_precision(precision):
     if precision not in PRECISIONS: raise GlanceSvddError(f"precision={precision!r}: choose from {', '.join(PRECISIONS)}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == 'bf16')
 
-# %% ../nbs/00_core.ipynb #f3248ba4
 @contextmanager
-def full_float32():
-    "Inside: float32 convolutions and matrix products in full precision (no TF32, on any device); the caller's settings restored after"
+def float32_matmuls(precision:str='fp32'): # one of PRECISIONS: TF32 for 'tf32', IEEE float32 for the others
+    "Inside: float32 convolutions and matrix products in TF32 ('tf32') or IEEE float32 (else), on any device; the caller's settings restored after"
+    _check_precision(precision)
     conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     saved = torch.get_float32_matmul_precision(), conv.fp32_precision, mm.fp32_precision
-    torch.set_float32_matmul_precision('highest'); conv.fp32_precision = mm.fp32_precision = 'ieee'
+    mode = 'tf32' if precision == 'tf32' else 'ieee'
+    torch.set_float32_matmul_precision('high' if mode == 'tf32' else 'highest'); conv.fp32_precision = mm.fp32_precision = mode
     try: yield
     finally:
         torch.set_float32_matmul_precision(saved[0]); conv.fp32_precision, mm.fp32_precision = saved[1:]
+
+def autocast(device, # where the step runs: a torch.device or 'cpu', 'cuda', 'cuda:1' ...
+             precision:str='fp32'): # one of PRECISIONS
+    "The context a training step's forward pass and losses run in: bfloat16 autocast for 'bf16', a no-op otherwise"
+    _check_precision(precision)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+
+# %% ../nbs/00_core.ipynb #f3248ba4
+def full_float32():
+    "Inside: float32 convolutions and matrix products in full precision (no TF32, on any device); the caller's settings restored after"
+    return float32_matmuls('fp32')
 
 # %% ../nbs/00_core.ipynb #47eb7fac
 def data_root(root=None)->Path:
@@ -225,6 +234,13 @@ def progress_bar(*args, **kwargs):
 def to_numpy(a)->np.ndarray:
     "`a` as a NumPy array: tensors detached and moved to the CPU, anything else through `np.asarray`"
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+def to_device(a, # a NumPy array or CPU tensor
+              device): # where it goes
+    "`a` as a tensor on `device`; to a GPU through page-locked memory without blocking, so the CPU need not wait for the GPU's queue"
+    t = torch.as_tensor(a)
+    if torch.device(device).type != 'cuda': return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 # %% ../nbs/00_core.ipynb #32e526bb
 def layer_shapes(module:nn.Module, *inputs, leaves_only:bool=True)->dict:

@@ -15,14 +15,14 @@ from scipy import ndimage
 from skimage import data as skdata
 from torch.utils.data import DataLoader, Dataset   # torchvision: imported by the CIFAR-10 code that needs it (1.7 s to import)
 
-from .core import GlanceSvddError, progress_bar, load_json, save_json
+from .core import GlanceSvddError, progress_bar, load_json, save_json, atomic_path
 
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
            'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'MVTEC_URL', 'MVTEC_SHA256',
            'MVTEC_ARCHIVE', 'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image', 'load_mask',
-           'MVTecAD', 'load_split', 'load_config_split', 'sha256sum', 'download_file', 'download_mvtec',
-           'CIFAR10OneClass']
+           'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint', 'sha256sum', 'download_file',
+           'download_mvtec', 'CIFAR10OneClass']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -345,6 +345,34 @@ def load_config_split(cfg, # a method config: data_root, category, image_size, i
     "`load_split` of the data and image pipeline a method config names"
     return load_split(cfg.data_root, cfg.category, split, cfg.image_size, progress,
                       image_filter=cfg.image_filter, mask_filter=cfg.mask_filter, mask_threshold=cfg.mask_threshold)
+
+# %% ../nbs/01_data.ipynb #07f984a0
+def export_resized(root, category:str, dest, # MVTec-layout source root, category, and the destination root
+                   image_size:int=256, image_filter:str='bicubic', mask_filter:str='bicubic', mask_threshold:int=128,
+                   progress:bool=True)->Path:
+    "Write `category` of `root` to `dest` in the same layout, each image and mask as the loader makes them at `image_size`"
+    src, out = _check_category(Path(root), category), Path(dest)/category
+    files = [f for f in sorted(src.rglob('*')) if f.suffix.lower() in IMAGE_EXTS and f.relative_to(src).parts[0] in ('train', 'test', 'ground_truth')]
+    for f in progress_bar(files, desc=f'resize {category}', disable=not progress):
+        im = _open(f); target = (out/f.relative_to(src)).with_suffix('.png')
+        if f.relative_to(src).parts[0] == 'ground_truth':
+            a = (_mask_tensor(im, image_size, mask_filter, mask_threshold)[0].numpy() * 255).astype(np.uint8)
+            pil = Image.fromarray(a, 'L')
+        else: pil = _resized(im.convert('RGB'), image_size, image_filter)
+        with atomic_path(target) as tmp: pil.save(tmp, format='PNG')
+    return out
+
+# %% ../nbs/01_data.ipynb #0aac88a0
+def fingerprint(folder, # a data set folder, e.g. <root>/<category>
+                chunk:int=1 << 22)->str:
+    "sha256 over the sorted relative paths of the files under `folder` and their contents: which data a run saw"
+    folder, h = Path(folder), hashlib.sha256()
+    if not folder.is_dir(): raise GlanceSvddError(f"{folder} is not a folder: nothing to fingerprint")
+    for f in sorted(p for p in folder.rglob('*') if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b'\0')
+        with open(f, 'rb') as fh:
+            for b in iter(lambda: fh.read(chunk), b''): h.update(b)
+    return h.hexdigest()
 
 # %% ../nbs/01_data.ipynb #9e8fc674
 MVTEC_URL = ('https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/'

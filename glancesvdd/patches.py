@@ -63,15 +63,16 @@ def crop_patches(x:torch.Tensor, # images (B, C, H, W)
                  corners, # (N, 2) top-left (row, col), numpy or tensor
                  size:int, # patch side
                  index=None): # (N,) image of each corner; default arange(N), which needs N == B
-    "Patches (N, C, size, size) cut from `x` at `corners`"
+    "Patches (N, C, size, size) cut from `x` at `corners`; corners given on the CPU are checked to lie inside the image"
     B, C, H, W = x.shape
-    corners = torch.as_tensor(corners).to(x.device, torch.long)
+    corners = torch.as_tensor(corners)
+    if corners.device.type == 'cpu' and len(corners) and (corners.min() < 0 or (corners + size > torch.tensor([H, W])).any()):
+        raise GlanceSvddError(f"a {size}x{size} patch at one of the corners leaves the {H}x{W} image (corners range {corners.min().item()}..{corners.max().item()})")
+    corners = corners.to(x.device, torch.long)   # corners already on a GPU are the caller's (checking them there would wait for the GPU)
     if index is None:
         if len(corners) != B: raise GlanceSvddError(f"{len(corners)} corners for {B} images: pass `index` to say which image each corner belongs to")
         index = torch.arange(B, device=x.device)
     index = torch.as_tensor(index).to(x.device, torch.long)
-    if len(corners) and (corners.min() < 0 or (corners + size > torch.tensor([H, W], device=x.device)).any()):
-        raise GlanceSvddError(f"a {size}x{size} patch at one of the corners leaves the {H}x{W} image (corners range {corners.min().item()}..{corners.max().item()})")
     off = torch.arange(size, device=x.device)
     rows = (corners[:, :1] + off)[:, :, None]  # (N, size, 1)
     cols = (corners[:, 1:] + off)[:, None, :]  # (N, 1, size)

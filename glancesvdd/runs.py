@@ -16,7 +16,7 @@ from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, 
 
 # %% auto #0
 __all__ = ['MODEL_FILES', 'LOCK', 'run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock', 'is_trained',
-           'latest_checkpoint', 'fit', 'loss_summary', 'save_scores', 'load_scores']
+           'latest_checkpoint', 'fit', 'loss_summary', 'loss_curve', 'save_scores', 'load_scores']
 
 # %% ../nbs/04_runs.ipynb #e9509d37
 def run_path(method:str, category:str, seed:int, root=None)->Path:
@@ -126,9 +126,20 @@ def latest_checkpoint(ckpt_dir)->Path|None:
     files = sorted(Path(ckpt_dir).glob('iter_*.pt')) if ckpt_dir else []
     return files[-1] if files else None
 
+def _columns(history:list):
+    "The history as one float64 array per loss (a full-length run's 98K rows: 6 MB, not 20 MB of dicts); rows with other keys stay a list"
+    keys = list(history[0]) if history else []
+    if any(list(h) != keys for h in history): return history
+    return {k: np.array([h[k] for h in history], dtype=np.int64 if k == 'iter' else np.float64) for k in keys}
+
+def _from_columns(h)->list:
+    if isinstance(h, list): return h
+    cols = {k: v.tolist() for k, v in h.items()}
+    return [dict(zip(cols, row)) for row in zip(*cols.values())]
+
 def _save_checkpoint(ckpt_dir, it, state, rngs, history, keep):
     ckpt = dict(iter=it, state={k: v.state_dict() for k, v in state.items()},
-                rngs={k: _get_rng(g) for k, g in rngs.items()}, global_rng=_global_rng(), history=history)
+                rngs={k: _get_rng(g) for k, g in rngs.items()}, global_rng=_global_rng(), history=_columns(history))
     save_torch(ckpt, Path(ckpt_dir)/f'iter_{it:08d}.pt')
     for old in sorted(Path(ckpt_dir).glob('iter_*.pt'))[:-keep]: old.unlink()
 
@@ -141,10 +152,18 @@ def _resume(ckpt_dir, state, rngs):
     for k, v in state.items(): v.load_state_dict(c['state'][k])
     for k, g in rngs.items(): _set_rng(g, c['rngs'][k])
     _set_global_rng(c['global_rng'])
-    return c['iter'], c['history']
+    return c['iter'], _from_columns(c['history'])
 
 # %% ../nbs/04_runs.ipynb #661d44ca
-def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of float losses
+def _rows(pending:list)->list:
+    "History rows from the steps' outputs [(it, {name: float or 0-d tensor})]; the tensors read in one transfer"
+    tensors = [v for _, out in pending for v in out.values() if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist() if tensors else [])
+    return [dict(iter=it, **{k: next(read) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}) for it, out in pending]
+
+def _on_gpu(out:dict)->bool: return any(isinstance(v, torch.Tensor) and v.device.type != 'cpu' for v in out.values())
+
+def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of losses (floats or 0-d tensors)
         state:dict, # name -> module or optimiser (anything with state_dict / load_state_dict)
         iters:int, # total number of iterations
         ckpt_dir=None, # checkpoint folder; None: no checkpoints, no resume
@@ -152,17 +171,21 @@ def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of float l
         keep:int=2, # checkpoints kept
         rngs:dict|None=None, # name -> np.random.Generator / torch.Generator the step samples from
         desc:str='train', # progress-bar label
-        progress:bool=True)->list: # show a tqdm bar
+        progress:bool=True, # show a tqdm bar
+        log_every:int=100)->list: # GPU steps: iterations between reads of their losses, so that the GPU never waits for the log
     "Run `step` for iterations `[start, iters)`, resuming from the newest checkpoint; returns the loss history"
     rngs = rngs or {}
     start, history = _resume(ckpt_dir, state, rngs) if ckpt_dir else (0, [])
     bar = progress_bar(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, dynamic_ncols=True)
+    pending = []
     for it in bar:
-        losses = step(it)
-        history.append(dict(iter=it, **losses))
-        if it % 10 == 0: bar.set_postfix({k: f'{v:.4g}' for k, v in losses.items()}, refresh=False)
-        if ckpt_dir and ((it + 1) % ckpt_every == 0 or it + 1 == iters):
-            _save_checkpoint(ckpt_dir, it + 1, state, rngs, history, keep)
+        pending.append((it, step(it)))
+        save = ckpt_dir and ((it + 1) % ckpt_every == 0 or it + 1 == iters)
+        if save or it + 1 == iters or len(pending) >= log_every or not _on_gpu(pending[-1][1]):
+            rows = _rows(pending); history += rows; pending = []
+            if len(rows) > 1 or it % 10 == 0:
+                bar.set_postfix({k: f'{v:.4g}' for k, v in history[-1].items() if k != 'iter'}, refresh=False)
+        if save: _save_checkpoint(ckpt_dir, it + 1, state, rngs, history, keep)
     return history
 
 # %% ../nbs/04_runs.ipynb #7a160010
@@ -171,6 +194,13 @@ def loss_summary(history:list, # from `fit`: one dict per iteration
     "Mean of each loss over the last `n` iterations ({} for an empty history)"
     last = history[-n:]
     return {k: float(np.mean([h[k] for h in last])) for k in last[0] if k != 'iter'} if last else {}
+
+def loss_curve(history:list, # from `fit`: one dict per iteration
+               points:int=300)->list: # at most this many windows
+    "The loss curve: the mean of each loss over consecutive windows of iterations, one dict per window with its last `iter`"
+    w = max(1, -(-len(history) // points))   # ceil: every window but the last has w iterations
+    return [dict(loss_summary(history[s:s + w], w), iter=history[min(s + w, len(history)) - 1]['iter'])
+            for s in range(0, len(history), w)]
 
 # %% ../nbs/04_runs.ipynb #2aaedc1e
 def save_scores(run_dir, image_scores, labels, maps, masks, defects, paths, **extra)->Path:

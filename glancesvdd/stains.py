@@ -14,7 +14,7 @@ from skimage.util import random_noise
 from .core import GlanceSvddError
 
 # %% auto #0
-__all__ = ['STAIN_PRESETS', 'stain_mask', 'add_stains']
+__all__ = ['STAIN_PRESETS', 'stain_mask', 'stain_layers', 'add_stains']
 
 # %% ../nbs/03_stains.ipynb #b41c19ad
 def _contour(cy, cx, a, b, angle, irregularity, rng):
@@ -72,6 +72,14 @@ def _stain_layers(shape, rng, n, size, color, irregularity, blur, relative_to):
     return keep, paint
 
 # %% ../nbs/03_stains.ipynb #b76a5fd0
+def stain_layers(shape, # (h, w) of the patches
+                 batch:int, # number of patches
+                 rng:np.random.Generator, # the random stream
+                 n:int=1, size=(0.01, 0.12), color=(10, 220), irregularity:float=0.1, blur:float=0.15, relative_to:int=256): # as add_stains
+    "Float32 tensors `keep` and `paint` (batch, 1, h, w) of `batch` patches' stains: p⁻ = p·keep + paint, wherever p is"
+    keep, paint = map(np.stack, zip(*[_stain_layers(tuple(shape), rng, n, size, color, irregularity, blur, relative_to) for _ in range(batch)]))
+    return tuple(torch.from_numpy(v[:, None].astype(np.float32)) for v in (keep, paint))   # (B, h, w) -> (B, 1, h, w)
+
 def add_stains(p, # uint8 numpy image (H, W, C), or a float tensor of patches (B, C, h, w) in [0, 1]
                rng:np.random.Generator, # the random stream
                n:int=1, # stains per patch (official: 1)
@@ -86,9 +94,8 @@ def add_stains(p, # uint8 numpy image (H, W, C), or a float tensor of patches (B
         keep, paint = layers(p.shape[:2])
         return np.clip(np.rint(p * keep[..., None] + 255 * paint[..., None]), 0, 255).astype(np.uint8)
     if isinstance(p, torch.Tensor) and p.is_floating_point() and p.ndim == 4:
-        keep, paint = map(np.stack, zip(*[layers(p.shape[2:]) for _ in range(len(p))]))  # (B, h, w) each
-        keep, paint = (torch.as_tensor(v[:, None]).to(p) for v in (keep, paint))  # (B, 1, h, w)
-        return p * keep + paint
+        keep, paint = stain_layers(p.shape[2:], len(p), rng, n, size, color, irregularity, blur, relative_to)
+        return p * keep.to(p) + paint.to(p)
     raise GlanceSvddError(f"add_stains takes a uint8 numpy image (H, W, C) or a float tensor (B, C, h, w) in [0, 1]; "
                           f"got {type(p).__name__} of shape {tuple(p.shape) if hasattr(p, 'shape') else '?'}")
 

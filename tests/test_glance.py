@@ -80,8 +80,8 @@ def test_resume_is_exact(root, tmp_path, monkeypatch):
         m.setattr(gt, 'crop_patches', crash_after(cfg.iters_finetune - 2, gt.crop_patches))
         with pytest.raises(Crash): train_glance(cfg, run, progress=False)
     assert 0 < int(latest_checkpoint(run/'checkpoints'/'finetune').stem[5:]) < cfg.iters_finetune
-    with monkeypatch.context() as m:  # add_stains: once per Stage-B batch
-        m.setattr(gt, 'add_stains', crash_after(cfg.iters - 3, gt.add_stains))
+    with monkeypatch.context() as m:  # stain_layers: once per Stage-B batch
+        m.setattr(gt, 'stain_layers', crash_after(cfg.iters - 3, gt.stain_layers))
         with pytest.raises(Crash): train_glance(cfg, run, progress=False)
     assert 0 < int(latest_checkpoint(run/'checkpoints'/'global_net').stem[5:]) < cfg.iters
     train_glance(cfg, run, progress=False)

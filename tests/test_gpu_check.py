@@ -48,12 +48,15 @@ def test_quick_cpu_run(tmp_path):
     res = json.loads((tmp_path/'gpu_check.json').read_text())
     bad = {k: v.get('error') for k, v in res['parts'].items() if v['status'] != 'pass'}
     assert not bad, bad
-    assert {'correctness.svdd_parity', 'correctness.resume', 'throughput.svdd_infer', 'options.glance', 'profile.svdd'} <= set(res['parts'])
+    assert {'correctness.svdd_parity', 'correctness.resume', 'throughput.svdd_infer', 'loop.svdd', 'loop.glance', 'precision.svdd',
+            'profile.svdd'} <= set(res['parts'])
     assert res['parts']['env.batch_devices']['how'] == 'glancesvdd.batch._devices'   # batch's own rule, imported without papermill
     assert set(res['projection']) >= {'svdd_h', 'glance_h', 'gpu_seconds'}
-    assert {'bf16', 'cudnn_benchmark', 'channels_last_off'} <= set(res['parts']['options.svdd']['options'])
+    assert set(res['parts']['throughput.svdd_train']['precisions']) == {'fp32', 'tf32', 'bf16', 'tf32_cudnn_benchmark'}
+    assert set(res['parts']['precision.svdd']['precisions']) == {'fp32', 'tf32', 'bf16'}
+    assert set(res['projection']['gpu_seconds']) == {'svdd', 'glance_imagenet', 'glance_finetune', 'glance_global'}
     md = (tmp_path/'gpu_check.md').read_text()
-    assert '| correctness.svdd_embedding | pass |' in md and 'Hours per category' in md and 'Speed options' in md
+    assert '| correctness.svdd_embedding | pass |' in md and 'Time per category' in md and 'Training precision' in md
     assert '[' in r.stdout and 'correctness.smoke: pass' in r.stdout   # printed as it went
 
 

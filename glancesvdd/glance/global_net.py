@@ -73,9 +73,10 @@ def hole_masks(corners, # (N, 2) top-left (row, col) of the patches, numpy or te
                image_size:int=256, # images are 256x256 (supp. C.1)
                device=None):
     "Global-Net masks (N, 1, S, S): 0 on each patch (the hole), 1 on the context"
-    c = torch.as_tensor(corners).to(device, torch.long).view(-1, 2)  # (N, 2)
-    if len(c) and (c.min() < 0 or c.max() > image_size - patch_size):
+    c = torch.as_tensor(corners).view(-1, 2)  # (N, 2)
+    if c.device.type == 'cpu' and len(c) and (c.min() < 0 or c.max() > image_size - patch_size):   # on a GPU: the caller's (no wait)
         raise GlanceSvddError(f"patch corners must lie in 0..{image_size - patch_size} for a {patch_size}-px patch in a {image_size}-px image, got {c.min().item()}..{c.max().item()}")
+    c = c.to(device if device is not None else c.device, torch.long)
     t = torch.arange(image_size, device=c.device)
     inside = (t >= c[..., None]) & (t < c[..., None] + patch_size)  # (N, 2, S): rows, cols
     return (~(inside[:, 0, :, None] & inside[:, 1, None, :])).float()[:, None]  # (N, S, S) -> (N, 1, S, S)

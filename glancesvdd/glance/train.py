@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_glance_train.ipynb #fded88af
 from __future__ import annotations
-import warnings
+import copy, os, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
@@ -18,11 +18,11 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, PRECISIONS, save_json, save_torch, load_torch
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, PRECISIONS, save_json, save_torch, load_torch
 from ..data import load_config_split, CIFAR10OneClass, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches
-from ..runs import fit, init_run, loss_summary
-from ..stains import add_stains
+from ..runs import fit, init_run, loss_summary, loss_curve
+from ..stains import stain_layers
 from .local_net import LocalNet
 from .global_net import GlobalNet, hole_masks
 from .dad_head import DADHead, MATCH
@@ -30,9 +30,10 @@ from .dad_head import DADHead, MATCH
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TEACHER_URL', 'TEACHER_FILE', 'STAGES', 'SKIP', 'GlanceConfig', 'smoke_config',
            'normalize', 'local_features', 'global_features', 'Teacher', 'load_teacher', 'distill_loss',
-           'compactness_loss', 'glance_loss', 'batch_rng', 'Prefetcher', 'FolderPatches', 'ImagePatches',
-           'StainedPairs', 'CifarPairs', 'local_step', 'global_step', 'check_imagenet_dir', 'train_local',
-           'train_global', 'save_glance', 'load_glance', 'train_glance', 'cifar10_images', 'train_glance_cifar10']
+           'compactness_loss', 'glance_loss', 'batch_rng', 'Prefetcher', 'loader_settings', 'FolderPatches',
+           'ImagePatches', 'StainedPairs', 'CifarPairs', 'local_step', 'global_step', 'check_imagenet_dir',
+           'train_local', 'train_global', 'save_glance', 'load_glance', 'train_glance', 'cifar10_images',
+           'train_glance_cifar10']
 
 # %% ../../nbs/13_glance_train.ipynb #6e40cfb3
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class GlanceConfig:
     seed: int = 0                     # seeds the initial weights and every batch
     device: str|None = None           # None: CUDA when available
     ckpt_every: int = 1000            # iterations between checkpoints
-    workers: int = 0                  # DataLoader processes that prepare batches ahead (stains are CPU work)
-    pin_memory: bool = False          # page-locked batches, copied to the GPU without blocking (CUDA only; same results)
+    workers: int|None = None          # DataLoader processes that prepare batches ahead; None: one per spare core (at most 8) on a GPU, 0 on a CPU
+    pin_memory: bool|None = None      # page-locked batches, copied to the GPU without blocking; None: on a GPU (same results either way)
     precision: str = 'fp32'           # training arithmetic: 'fp32' (the paper's), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
     chunk: int = 100                  # Global-Net passes per batch at inference (plain path); CIFAR-10 images per batch
     cifar_verify: bool = True         # CIFAR-10 files must match the official md5 (01_data); False for a reduced local copy
@@ -207,17 +208,35 @@ def batch_rng(seed:int, stage:str, it:int):
     "The generator of batch `it` of `stage` (one of STAGES)"
     return np.random.default_rng([seed, STAGES[stage], it])
 
+class _Plans(Dataset):
+    "The `plan` half of a batch dataset, for a DataLoader: a copy without the tensors (on the GPU, perhaps) that only `make` reads"
+    def __init__(self, ds):
+        self.ds = copy.copy(ds)
+        for k, v in vars(ds).items():
+            if isinstance(v, torch.Tensor): setattr(self.ds, k, None)
+    def __getitem__(self, it): return self.ds.plan(it)
+
+def _to(batch:dict, device): return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
 class Prefetcher:
-    "Batch `it` of `ds`, read in order from a DataLoader that (re)starts at the iteration asked for"
-    def __init__(self, ds:Dataset, iters:int, workers:int=0, pin_memory:bool=False):
+    "Batch `it` of `ds`: its plan read in order from a DataLoader that (re)starts at the iteration asked for, made on `device`"
+    def __init__(self, ds:Dataset, iters:int, workers:int=0, pin_memory:bool=False, device=None):
         self.ds, self.iters, self.workers, self.pin, self.loader, self.next = ds, iters, workers, pin_memory, None, None
+        self.device = torch.device(device) if device is not None else None
 
     def __call__(self, it:int):
         if it != self.next:
-            self.loader = iter(DataLoader(self.ds, batch_size=None, sampler=range(it, self.iters), num_workers=self.workers,
-                                          pin_memory=self.pin))
+            self.loader = iter(DataLoader(_Plans(self.ds), batch_size=None, sampler=range(it, self.iters), num_workers=self.workers,
+                                          pin_memory=self.pin, persistent_workers=False))
         self.next = it + 1
-        return next(self.loader)
+        plan = next(self.loader)
+        return self.ds.make(_to(plan, self.device) if self.device is not None else plan)
+
+def loader_settings(workers:int|None, pin_memory:bool|None, device)->tuple:
+    "`workers` and `pin_memory` as set, or their defaults for `device`: on a GPU one worker per spare core (at most 8) and pinned memory"
+    gpu = torch.device(device).type == 'cuda'
+    if workers is None: workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if gpu else 0
+    return workers, gpu if pin_memory is None else (pin_memory and gpu)
 
 # %% ../../nbs/13_glance_train.ipynb #ffe0b19d
 class FolderPatches(Dataset):
@@ -234,74 +253,93 @@ class FolderPatches(Dataset):
         r, c = (int(ui * (n - self.patch_size + 1)) for ui, n in zip(u, x.shape[1:]))
         return x[:, r:r + self.patch_size, c:c + self.patch_size]
 
-    def __getitem__(self, it):
+    def plan(self, it):
         rng = batch_rng(self.seed, 'imagenet', it)
         idx, u = rng.integers(len(self.files), size=self.batch), rng.random((self.batch, 2))
-        return dict(p=torch.stack([self._patch(self.files[i], ui) for i, ui in zip(idx, u)]))
+        return dict(p=torch.stack([self._patch(self.files[i], ui) for i, ui in zip(idx, u)]))   # decoding: the workers' job
+
+    def make(self, plan): return plan
+    def __getitem__(self, it): return self.make(self.plan(it))
 
 # %% ../../nbs/13_glance_train.ipynb #ae803019
 class ImagePatches(Dataset):
     "Stage-A fine-tune batches: `batch` random crops of random images (N, 3, S, S); S = patch_size gives whole images"
-    def __init__(self, images:torch.Tensor, batch:int, seed:int, patch_size:int=33):
+    def __init__(self, images:torch.Tensor, batch:int, seed:int, patch_size:int=33): # images on the device the batches are for
         self.images, self.batch, self.seed, self.patch_size = images, batch, seed, patch_size
+        self.n, self.size = len(images), images.shape[-1]
 
-    def __getitem__(self, it):
+    def plan(self, it):
         rng = batch_rng(self.seed, 'finetune', it)
-        idx = rng.integers(len(self.images), size=self.batch)
-        corners = random_corners(self.batch, self.images.shape[-1], self.patch_size, rng)
-        return dict(p=crop_patches(self.images[idx], corners, self.patch_size))
+        idx = rng.integers(self.n, size=self.batch)
+        return dict(idx=torch.from_numpy(idx), corners=torch.from_numpy(random_corners(self.batch, self.size, self.patch_size, rng)))
+
+    def make(self, plan): return dict(p=crop_patches(self.images[plan['idx']], plan['corners'], self.patch_size))
+    def __getitem__(self, it): return self.make(self.plan(it))
 
 # %% ../../nbs/13_glance_train.ipynb #6a69d62b
 class StainedPairs(Dataset):
     "Stage-B batches for MVTec AD: image x, hole mask, patch p and stained patch p⁻"
     def __init__(self, images:torch.Tensor, batch:int, seed:int, patch_size:int=33, **stains): # `stains`: keyword arguments of add_stains
         self.images, self.batch, self.seed, self.patch_size, self.stains = images, batch, seed, patch_size, stains
+        self.n, self.size = len(images), images.shape[-1]
 
-    def __getitem__(self, it):
+    def plan(self, it):
         rng = batch_rng(self.seed, 'global_net', it)
-        x = self.images[rng.integers(len(self.images), size=self.batch)]  # (B, 3, S, S)
-        corners = random_corners(self.batch, x.shape[-1], self.patch_size, rng)
-        p = crop_patches(x, corners, self.patch_size)
-        return dict(x=x, mask=hole_masks(corners, self.patch_size, x.shape[-1]), p=p, p_neg=add_stains(p, rng, **self.stains))
+        idx = rng.integers(self.n, size=self.batch)
+        corners = random_corners(self.batch, self.size, self.patch_size, rng)
+        keep, paint = stain_layers((self.patch_size, self.patch_size), self.batch, rng, **self.stains)   # the CPU work
+        return dict(idx=torch.from_numpy(idx), corners=torch.from_numpy(corners), keep=keep, paint=paint)
+
+    def make(self, plan):
+        x = self.images[plan['idx']]                                                                   # (B, 3, S, S)
+        p = crop_patches(x, plan['corners'], self.patch_size)
+        return dict(x=x, mask=hole_masks(plan['corners'], self.patch_size, self.size), p=p, p_neg=p * plan['keep'] + plan['paint'])
+
+    def __getitem__(self, it): return self.make(self.plan(it))
 
 class CifarPairs(Dataset):
     "Stage-B batches for CIFAR-10 (supp. C.2): image at 256, all-ones mask, image at 33, another image at 33"
     def __init__(self, images:torch.Tensor, batch:int, seed:int, image_size:int=256, patch_size:int=33):
         self.small = resize(images, [patch_size, patch_size], antialias=True)  # I_L of every image, (N, 3, 33, 33)
-        self.images, self.batch, self.seed, self.image_size = images, batch, seed, image_size
+        self.images, self.batch, self.seed, self.image_size, self.n = images, batch, seed, image_size, len(images)
 
-    def __getitem__(self, it):
+    def plan(self, it):
         rng = batch_rng(self.seed, 'global_net', it)
-        n = len(self.images); idx = rng.integers(n, size=self.batch)
-        other = (idx + rng.integers(1, n, size=self.batch)) % n  # a different image
-        x = resize(self.images[idx], [self.image_size, self.image_size], antialias=True)  # I_G, (B, 3, 256, 256)
-        return dict(x=x, mask=torch.ones_like(x[:, :1]), p=self.small[idx], p_neg=self.small[other])
+        idx = rng.integers(self.n, size=self.batch)
+        other = (idx + rng.integers(1, self.n, size=self.batch)) % self.n  # a different image
+        return dict(idx=torch.from_numpy(idx), other=torch.from_numpy(other))
+
+    def make(self, plan):
+        x = resize(self.images[plan['idx']], [self.image_size, self.image_size], antialias=True)  # I_G, (B, 3, 256, 256)
+        return dict(x=x, mask=torch.ones_like(x[:, :1]), p=self.small[plan['idx']], p_neg=self.small[plan['other']])
+
+    def __getitem__(self, it): return self.make(self.plan(it))
 
 # %% ../../nbs/13_glance_train.ipynb #0aea29fc
-def _to(batch:dict, device): return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
 def local_step(L, D, opt, teacher, batches, lambda_k:float=1.0, lambda_c:float=1.0, device='cpu', precision:str='fp32'):
     "Stage-A iteration `it`: l_local = λ_k·l_k + λ_c·l_c on batch `batches(it)`"
     def step(it):
         p = _to(batches(it), device)['p']
-        with autocast(device, precision):  # forward and losses; 'fp32' (default): plain float32
-            with torch.no_grad(): t = teacher(p)
-            z = local_features(L, p)
-            l_k, l_c = distill_loss(D(z), t), compactness_loss(z.float())  # the correlation in float32
-            loss = lambda_k * l_k + lambda_c * l_c
-        opt.zero_grad(); loss.backward(); opt.step()
-        return dict(loss=loss.item(), l_k=l_k.item(), l_c=l_c.item())
+        with float32_matmuls(precision):        # the whole step: TF32 only for 'tf32' (00_core)
+            with autocast(device, precision):   # forward and losses: bfloat16 only for 'bf16'
+                with torch.no_grad(): t = teacher(p)
+                z = local_features(L, p)
+                l_k, l_c = distill_loss(D(z), t), compactness_loss(z.float())  # the correlation in float32
+                loss = lambda_k * l_k + lambda_c * l_c
+            opt.zero_grad(); loss.backward(); opt.step()
+        return dict(loss=loss.detach(), l_k=l_k.detach(), l_c=l_c.detach())   # tensors: `fit` reads them in batches (04_runs)
     return step
 
 def global_step(L, G, C, opt_g, opt_c, batches, lambda_t:float=0.01, device='cpu', reduction:str='mean', precision:str='fp32'):
     "Stage-B iteration `it`: l = l_IAD + λ_t·l_DAD on batch `batches(it)`, the Local-Net frozen"
     def step(it):
         b = _to(batches(it), device)
-        with autocast(device, precision):  # forward and losses; 'fp32' (default): plain float32
-            with torch.no_grad(): z_l, z_neg = local_features(L, torch.cat([b['p'], b['p_neg']])).chunk(2)
-            out = glance_loss(C, z_l.float(), z_neg.float(), global_features(G, b['x'], b['mask']).float(), lambda_t, reduction)
-        opt_g.zero_grad(); opt_c.zero_grad(); out['loss'].backward(); opt_g.step(); opt_c.step()
-        return {k: v.item() for k, v in out.items()}
+        with float32_matmuls(precision):        # the whole step: TF32 only for 'tf32' (00_core)
+            with autocast(device, precision):   # forward and losses: bfloat16 only for 'bf16'
+                with torch.no_grad(): z_l, z_neg = local_features(L, torch.cat([b['p'], b['p_neg']])).chunk(2)
+                out = glance_loss(C, z_l.float(), z_neg.float(), global_features(G, b['x'], b['mask']).float(), lambda_t, reduction)
+            opt_g.zero_grad(); opt_c.zero_grad(); out['loss'].backward(); opt_g.step(); opt_c.step()
+        return {k: v.detach() for k, v in out.items()}   # tensors: `fit` reads them in batches (04_runs)
     return step
 
 # %% ../../nbs/13_glance_train.ipynb #1237aa1c
@@ -327,29 +365,31 @@ def train_local(cfg:GlanceConfig, run_dir, finetune:Dataset, progress:bool=True)
                   teacher_input=f'patch resized to {cfg.teacher_size}x{cfg.teacher_size} (bilinear), ResNet-18 global average pool, 512-d')
     def run(name, ds, iters, lr):
         opt = _adam([L, D], lr, cfg.betas)
-        step = local_step(L, D, opt, teacher, Prefetcher(ds, iters, cfg.workers, cfg.pin_memory), cfg.lambda_k, cfg.lambda_c, dev,
-                          cfg.precision)
-        return loss_summary(fit(step, dict(local=L, decoder=D, opt=opt), iters, ck/name, cfg.ckpt_every, desc=f'A {name}', progress=progress))
+        step = local_step(L, D, opt, teacher, Prefetcher(ds, iters, *loader_settings(cfg.workers, cfg.pin_memory, dev), dev),
+                          cfg.lambda_k, cfg.lambda_c, dev, cfg.precision)
+        t0 = time.time()
+        history = fit(step, dict(local=L, decoder=D, opt=opt), iters, ck/name, cfg.ckpt_every, desc=f'A {name}', progress=progress)
+        record.update({f'{name}_losses': loss_summary(history), f'{name}_curve': loss_curve(history), f'{name}_seconds': round(time.time() - t0, 1)})
     if cfg.imagenet_dir != SKIP:
-        ds = FolderPatches(cfg.imagenet_dir, cfg.batch_imagenet, cfg.seed, cfg.image_size, cfg.patch_size)
-        record['imagenet_losses'] = run('imagenet', ds, cfg.iters_imagenet, cfg.lr_local)
+        run('imagenet', FolderPatches(cfg.imagenet_dir, cfg.batch_imagenet, cfg.seed, cfg.image_size, cfg.patch_size), cfg.iters_imagenet, cfg.lr_local)
     else: warnings.warn("imagenet_dir='skip': the ImageNet distillation stage is SKIPPED, as asked (recorded in train.json)")
-    record['finetune_losses'] = run('finetune', finetune, cfg.iters_finetune, cfg.lr_finetune)
+    run('finetune', finetune, cfg.iters_finetune, cfg.lr_finetune)
     return L.eval().requires_grad_(False), record
 
 # %% ../../nbs/13_glance_train.ipynb #6e4e0350
 def train_global(cfg:GlanceConfig, run_dir, L:nn.Module, pairs:Dataset, progress:bool=True):
-    "Stage B: train Global-Net and DAD head on `pairs` against the frozen Local-Net `L`; returns (G, C, losses)"
+    "Stage B: train Global-Net and DAD head on `pairs` against the frozen Local-Net `L`; returns (G, C, record of the losses and seconds)"
     dev = get_device(cfg.device)
     L = L.to(dev).eval().requires_grad_(False)
     seed_everything(cfg.seed)
     G, C = GlobalNet().to(dev), DADHead().to(dev)
     opt_g, opt_c = _adam([G], cfg.lr_global, cfg.betas), _adam([C], cfg.lr_head, cfg.betas)
-    step = global_step(L, G, C, opt_g, opt_c, Prefetcher(pairs, cfg.iters, cfg.workers, cfg.pin_memory), cfg.lambda_t, dev,
-                       cfg.dad_reduction, cfg.precision)
+    step = global_step(L, G, C, opt_g, opt_c, Prefetcher(pairs, cfg.iters, *loader_settings(cfg.workers, cfg.pin_memory, dev), dev),
+                       cfg.lambda_t, dev, cfg.dad_reduction, cfg.precision)
+    t0 = time.time()
     history = fit(step, dict(global_net=G, head=C, opt_global=opt_g, opt_head=opt_c), cfg.iters,
                   Path(run_dir)/'checkpoints'/'global_net', cfg.ckpt_every, desc='B global', progress=progress)
-    return G.eval(), C.eval(), loss_summary(history)
+    return G.eval(), C.eval(), dict(global_losses=loss_summary(history), global_curve=loss_curve(history), global_seconds=round(time.time() - t0, 1))
 
 # %% ../../nbs/13_glance_train.ipynb #a2b99953
 def save_glance(run_dir, L:nn.Module, G:nn.Module, C:nn.Module):
@@ -372,14 +412,15 @@ def _train(cfg, run_dir, images_ft, pairs, progress, **assumptions): # recorded 
     run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'pin_memory', 'chunk', 'cifar_verify'))
     L, record = train_local(cfg, run_dir, ImagePatches(images_ft, cfg.batch_finetune, cfg.seed, cfg.patch_size), progress)
     record.update(assumptions)
-    G, C, record['global_losses'] = train_global(cfg, run_dir, L, pairs, progress)
+    G, C, stage_b = train_global(cfg, run_dir, L, pairs, progress)
+    record.update(stage_b)
     save_glance(run_dir, L, G, C); save_json(record, run_dir/'train.json')
     return run_dir
 
 def train_glance(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     "Train GLANCE on MVTec AD category `cfg.category` (supp. C.1) in `run_dir`; resumes an interrupted run"
     check_imagenet_dir(cfg.imagenet_dir)
-    images = load_config_split(cfg, 'train', progress)['images']  # (N, 3, S, S)
+    images = load_config_split(cfg, 'train', progress)['images'].to(get_device(cfg.device))  # (N, 3, S, S), on the device once
     return _train(cfg, run_dir, images, StainedPairs(images, cfg.batch_size, cfg.seed, cfg.patch_size, **_stains(cfg)), progress,
                   resize=f'images {cfg.image_filter} on uint8, masks {cfg.mask_filter} then > {cfg.mask_threshold}',
                   idw=f'Shepard interpolation over all {cfg.grid}x{cfg.grid} patch centres, power {cfg.idw_p}')
@@ -397,7 +438,7 @@ def cifar10_images(root, # CIFAR-10 root (01_data)
 def train_glance_cifar10(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     "Train GLANCE one-class on CIFAR-10 normal class `cfg.category` (supp. C.2) in `run_dir`"
     check_imagenet_dir(cfg.imagenet_dir)
-    images = cifar10_images(cfg.data_root, cfg.category, 'train', cfg.cifar_verify)[0]  # (N, 3, 32, 32)
+    images = cifar10_images(cfg.data_root, cfg.category, 'train', cfg.cifar_verify)[0].to(get_device(cfg.device))  # (N, 3, 32, 32)
     small = resize(images, [cfg.patch_size, cfg.patch_size], antialias=True)  # I_L, the fine-tune patches
     return _train(cfg, run_dir, small, CifarPairs(images, cfg.batch_size, cfg.seed, cfg.image_size, cfg.patch_size), progress,
                   global_mask='all ones: the whole image is the patch, so the Global-Net sees it without a hole (assumption)')

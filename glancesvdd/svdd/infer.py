@@ -47,7 +47,8 @@ def embed_dense(enc, # SvddEncoder (K=64 and 32) or FlatEncoder (K=64), eval mod
                 x:torch.Tensor, # normalised images (N, 3, H, W)
                 scales=((64, 16), (32, 4)), # (K, S) pairs (supp. S3.2)
                 batch:int=4, # images per forward pass
-                progress:bool=False)->dict:
+                progress:bool=False,
+                on_device:bool=False)->dict: # keep the embeddings on the encoder's device (default: move them to the CPU)
     "Embeddings {K: (N, I, J, D)} of every patch of the K/S grids, computed fully convolutionally"
     for K, S in scales:
         if K not in (32, 64) or (K == 32 and enc.small is None):
@@ -57,7 +58,8 @@ def embed_dense(enc, # SvddEncoder (K=64 and 32) or FlatEncoder (K=64), eval mod
     if dev.type == 'cpu': enc, fmt = copy.deepcopy(enc).to(memory_format=torch.channels_last), torch.channels_last  # oneDNN's fast layout
     parts = [_dense_batch(enc, x[i:i + batch].to(dev).contiguous(memory_format=fmt), scales)
              for i in progress_bar(range(0, len(x), batch), desc='embed', disable=not progress)]
-    out = {K: torch.cat([p[K] for p in parts]).permute(0, 2, 3, 1).cpu() for K, _ in scales}  # (N, D, I, J) -> (N, I, J, D)
+    out = {K: torch.cat([p[K] for p in parts]).permute(0, 2, 3, 1) for K, _ in scales}  # (N, D, I, J) -> (N, I, J, D)
+    if not on_device: out = {K: e.cpu() for K, e in out.items()}
     for K, S in scales:
         n = grid_size(x.shape[-1], K, S)
         if out[K].shape[1:3] != (n, n): raise GlanceSvddError(f"dense K={K} grid is {tuple(out[K].shape[1:3])}, expected {n}x{n}")
@@ -325,22 +327,29 @@ def combine_maps(maps:dict, # {64: M_64, 32: M_32}, each (N, H, W)
 def build_bank(enc, # trained encoder (eval mode)
                images:torch.Tensor, # training images (N, 3, S, S) in [0, 1]
                scales=((64, 16), (32, 4)), # (K, S) (supp. S3.2)
-               seed:int=0, progress:bool=False)->dict:
-    "Normal features of every K/S patch of the training images, indexed, with the train mean image"
+               seed:int=0, progress:bool=False,
+               index:bool=True)->dict: # build the CPU search index (a GPU search needs none)
+    "Normal features of every K/S patch of the training images, indexed for the CPU search, with the train mean image"
     mean = mean_image(images)
     emb = embed_dense(enc, standardise(images, mean), scales, progress=progress)
     bank = dict(mean=mean, scales=dict(scales))
     for K, e in emb.items():
         f = e.reshape(-1, e.shape[-1])  # (N, I, J, D) -> (N*I*J, D)
-        bank[K] = dict(features=f, grid=tuple(e.shape[:3]), index=build_index(f, seed=seed))
+        bank[K] = dict(features=f, grid=tuple(e.shape[:3]), **(dict(index=build_index(f, seed=seed)) if index else {}))
     return bank
 
 def nearest_normal(q:torch.Tensor, # query features (n, D)
                    bank_k:dict, # one scale of a bank
-                   device=None, exact:bool=True, chunk:int=8192)->tuple:
-    "Distance (n,) float64 and bank index (n,) of the nearest normal feature: brute force on CUDA, pruned index on CPU"
+                   device=None, exact:bool=True, chunk:int=8192,
+                   stats:dict|None=None)->tuple: # on CUDA: filled with the numbers of queries and of queries rechecked in float64
+    "Distance (n,) float64 and bank index (n,) of the nearest normal feature, on the CPU: the fused scan on CUDA, the pruned index on a CPU"
     dev = get_device(device)
-    if dev.type == 'cuda' and exact: return tuple(t.cpu() for t in nn_brute(q, bank_k['features'].to(dev), chunk))
+    if dev.type == 'cuda' and exact:
+        try: from .gpu_search import gpu_bank, nn_gpu                       # Triton: ships with PyTorch's CUDA builds on Linux
+        except ImportError: return tuple(t.cpu() for t in nn_brute(q, bank_k['features'].to(dev), chunk))
+        if 'gpu' not in bank_k: bank_k['gpu'] = gpu_bank(bank_k['features'].to(dev))   # prepared once, kept for every batch
+        return tuple(t.cpu() for t in nn_gpu(q, bank_k['gpu'], stats=stats))
+    if 'index' not in bank_k: bank_k['index'] = build_index(bank_k['features'])    # a bank built for a GPU search
     return search_index(bank_k['index'], q, exact)
 
 @torch.no_grad()
@@ -349,7 +358,7 @@ def score_images(enc, # trained encoder (eval mode)
                  bank:dict, # from `build_bank`
                  combine:str='mult', device=None, exact:bool=True, chunk:int=8192, progress:bool=False)->dict:
     "Supp. Alg. 2 for a batch of images: per-scale patch scores, NN indices and maps, the combined map, image scores"
-    emb = embed_dense(enc, standardise(images, bank['mean']), tuple(bank['scales'].items()), progress=progress)
+    emb = embed_dense(enc, standardise(images, bank['mean']), tuple(bank['scales'].items()), progress=progress, on_device=True)
     out, maps = {}, {}
     for K, e in emb.items():
         d, i = nearest_normal(e.reshape(-1, e.shape[-1]), bank[K], device, exact, chunk)
@@ -366,8 +375,8 @@ _DERIVED = ('bank', 'offsets_t')   # index fields that bank.pt leaves out: the f
 
 def _save_bank(bank:dict, f):
     "Save a bank without the index fields that its features determine (a third of the size)"
-    save_torch({**bank, **{K: dict(bank[K], index={k: v for k, v in bank[K]['index'].items() if k not in _DERIVED})
-                           for K in bank['scales']}}, f)
+    def lean(b): return {k: ({n: v for n, v in x.items() if n not in _DERIVED} if k == 'index' else x) for k, x in b.items() if k != 'gpu'}
+    save_torch({**bank, **{K: lean(bank[K]) for K in bank['scales']}}, f)
 
 def _restore_index(ix:dict, features:torch.Tensor)->dict:
     "A saved index with the fields `_save_bank` left out computed again, as `build_index` computes them"
@@ -378,17 +387,19 @@ def _restore_index(ix:dict, features:torch.Tensor)->dict:
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
     f = Path(run_dir)/'bank.pt'
+    cpu_index = get_device(cfg.device).type != 'cuda' or cfg.nn_search != 'exact'   # only the CPU search reads an index
     if f.exists():
         bank = load_torch(f)
-        stale = [K for K in bank['scales'] if bank[K]['index'].get('version') != INDEX_VERSION]
-        for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # made by an older glancesvdd
+        if not cpu_index: return bank
+        stale = [K for K in bank['scales'] if bank[K].get('index', {}).get('version') != INDEX_VERSION]
+        for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # built for a GPU, or by an older glancesvdd
         if stale: _save_bank(bank, f)
         for K in bank['scales']:
             if 'bank' not in bank[K]['index']: bank[K]['index'] = _restore_index(bank[K]['index'], bank[K]['features'])
         return bank
     train = load_config_split(cfg, 'train', progress)
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
-    bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress), paths=list(train['paths']))
+    bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress, index=cpu_index), paths=list(train['paths']))
     _save_bank(bank, f)
     return bank
 
@@ -402,7 +413,9 @@ def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=F
                               f"smaller λ (lambda_svdd={cfg.lambda_svdd}; official advice 1e-3), or pass allow_collapsed=True")
     bank = load_bank(cfg, run_dir, enc, progress)
     data = load_config_split(cfg, split, progress)
-    parts = [score_images(enc, data['images'][i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
+    dev = get_device(cfg.device)
+    images, bank = data['images'].to(dev), dict(bank, mean=bank['mean'].to(dev))   # on a GPU: copied once, not per batch
+    parts = [score_images(enc, images[i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
              for i in progress_bar(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
     s = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return save_scores(run_dir, s.pop('image_scores'), data['labels'], s.pop('maps'), data['masks'], data['defects'],

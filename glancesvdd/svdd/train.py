@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_svdd_train.ipynb #ecd5eec9
 from __future__ import annotations
-import math, time, warnings
+import functools, math, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, PRECISIONS, save_json, save_torch, load_torch, load_json
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, to_device, PRECISIONS, save_json, save_torch, load_torch, load_json
 from ..data import load_config_split, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches, jitter_corners, neighbour_corners
-from ..runs import fit, init_run, is_trained, loss_summary
+from ..runs import fit, init_run, is_trained, loss_summary, loss_curve
 from .encoder import make_encoder, PositionClassifier
 
 # %% auto #0
@@ -107,8 +107,10 @@ def batch_images(it:int, # step number, from 0
     "Images of step `it`: training epoch e = 1 + it // steps_per_epoch, a shuffle of `repeat` copies of every image"
     spe = steps_per_epoch(n_images, repeat, batch_size)
     epoch, b = 1 + it // spe, it % spe
-    order = np.random.default_rng([seed, epoch]).permutation(repeat * n_images) % n_images
-    return order[b * batch_size:(b + 1) * batch_size]
+    return _epoch_order(seed, epoch, repeat * n_images, n_images)[b * batch_size:(b + 1) * batch_size]
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed, epoch, total, n_images): return np.random.default_rng([seed, epoch]).permutation(total) % n_images
 
 # %% ../../nbs/21_svdd_train.ipynb #f4022b0c
 def sample_pairs(n:int, # pairs of each kind
@@ -129,8 +131,8 @@ def crop_pairs(x:torch.Tensor, # normalised images (N, 3, H, W)
     "Patches (4n, 3, K, K): [p, p2 (augmented), p, p1], the position pairs augmented as in the official code"
     n = len(idx)
     p = crop_patches(x, pairs['corners'], K, index=idx.repeat(4))
-    shape = (2 * n, 3)
-    aug = noise * (torch.randn(*shape, 1, 1, generator=gen) + torch.randn(*shape, K, K, generator=gen))  # shift + pixel noise
+    shape, where = (2 * n, 3), gen.device if gen is not None else 'cpu'   # drawn on the generator's device
+    aug = noise * (torch.randn(*shape, 1, 1, generator=gen, device=where) + torch.randn(*shape, K, K, generator=gen, device=where))  # shift + pixel noise
     return torch.cat([p[:2 * n] + aug.to(p.device), p[2 * n:]])
 
 # %% ../../nbs/21_svdd_train.ipynb #f0d83d3a
@@ -151,10 +153,10 @@ def pair_losses(cls, # the scale's PositionClassifier
     hp, hp2, hs, hs1 = h.flatten(1).chunk(4)  # each (n, D)
     return F.cross_entropy(cls(hp, hp2), y), (hs - hs1).norm(dim=1).mean()
 
-def spread(h:torch.Tensor)->float: # embeddings (M, D, ...)
-    "Relative spread: mean over dimensions of the std of the embeddings, over their mean magnitude; 0 when constant"
+def spread(h:torch.Tensor)->torch.Tensor: # embeddings (M, D, ...)
+    "Relative spread (0-d float64 tensor): mean over dimensions of the std of the embeddings, over their mean magnitude; 0 when constant"
     h = h.flatten(1).double()
-    return (h.std(0).mean() / h.abs().mean().clamp(min=1e-300)).item()
+    return h.std(0).mean() / h.abs().mean().clamp(min=1e-300)
 
 # %% ../../nbs/21_svdd_train.ipynb #11744db7
 def make_trainer(cfg:SvddConfig, x:torch.Tensor): # normalised training images (N, 3, S, S) on the device
@@ -163,22 +165,25 @@ def make_trainer(cfg:SvddConfig, x:torch.Tensor): # normalised training images (
     dev = x.device
     enc = make_encoder(cfg.hierarchical, cfg.D).to(dev, memory_format=torch.channels_last)
     cls = {K: PositionClassifier(cfg.D, learn_weight=cfg.learn_fc3_weight).to(dev) for K in ((64, 32) if cfg.hierarchical else (64,))}
-    opt = torch.optim.Adam([p for m in (enc, *cls.values()) for p in m.parameters()], lr=cfg.lr)
-    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam([p for m in (enc, *cls.values()) for p in m.parameters()], lr=cfg.lr, fused=dev.type == 'cuda')
+    rng, gen = np.random.default_rng(cfg.seed), torch.Generator(dev).manual_seed(cfg.seed)   # the noise is drawn where the patches are
 
     def step(it:int)->dict:
-        idx = torch.from_numpy(batch_images(it, len(x), cfg.repeat, cfg.batch_size, cfg.seed)).to(dev)
-        pairs = {K: sample_pairs(len(idx), K, x.shape[-1], rng) for K in cls}
-        p = {K: crop_pairs(x, idx, pairs[K], K, cfg.noise, gen) for K in cls}
+        idx = batch_images(it, len(x), cfg.repeat, cfg.batch_size, cfg.seed); n = len(idx)
+        pairs = {K: sample_pairs(n, K, x.shape[-1], rng) for K in cls}
+        ints = to_device(np.concatenate([idx, *(np.concatenate([pairs[K]['corners'].ravel(), pairs[K]['labels']]) for K in cls)]), dev)
+        idx, per_K = ints[:n], dict(zip(cls, ints[n:].split(9 * n)))     # one copy: images, then (4n corners, n labels) per K
+        p = {K: crop_pairs(x, idx, dict(corners=v[:8 * n].view(4 * n, 2)), K, cfg.noise, gen) for K, v in per_K.items()}
         out, loss = {}, 0.
-        with autocast(dev, cfg.precision):   # forward and losses; 'fp32' (default): plain float32
-            h = dict(zip((64, 32), encode_pairs(enc, p[64], p.get(32))))
-            for K in cls:
-                ssl, sv = pair_losses(cls[K], h[K], torch.from_numpy(pairs[K]['labels']).to(dev))
-                loss = loss + ssl + cfg.lambda_svdd * sv
-                out |= {f'ssl_{K}': ssl.item(), f'svdd_{K}': sv.item(), f'spread_{K}': spread(h[K].detach())}
-        opt.zero_grad(); loss.backward(); opt.step()
-        return dict(loss=loss.item(), **out)
+        with float32_matmuls(cfg.precision):        # the whole step: TF32 only for 'tf32' (00_core)
+            with autocast(dev, cfg.precision):      # forward and losses: bfloat16 only for 'bf16'
+                h = dict(zip((64, 32), encode_pairs(enc, p[64], p.get(32))))
+                for K in cls:
+                    ssl, sv = pair_losses(cls[K], h[K], per_K[K][8 * n:])
+                    loss = loss + ssl + cfg.lambda_svdd * sv
+                    out |= {f'ssl_{K}': ssl.detach(), f'svdd_{K}': sv.detach(), f'spread_{K}': spread(h[K].detach())}
+            opt.zero_grad(); loss.backward(); opt.step()
+        return dict(loss=loss.detach(), **out)   # tensors: `fit` reads them in batches (04_runs)
     state = dict(encoder=enc, optimizer=opt, **{f'cls_{K}': c for K, c in cls.items()})
     return dict(step=step, state=state, rngs=dict(corners=rng, noise=gen), encoder=enc, classifiers=cls)
 
@@ -194,7 +199,7 @@ def embedding_spread(enc, # SvddEncoder or FlatEncoder
         if net is None: continue
         idx = rng.integers(0, len(x), n)
         p = crop_patches(x, random_corners(n, x.shape[-1], K, rng), K, index=idx)
-        out[f'spread_{K}'] = spread(torch.cat([net(p[i:i + batch]) for i in range(0, n, batch)]))
+        out[f'spread_{K}'] = spread(torch.cat([net(p[i:i + batch]) for i in range(0, n, batch)])).item()
     return out
 
 def is_collapsed(spreads:dict, tol:float=1.2e-7)->bool:
@@ -223,7 +228,7 @@ def train_svdd(cfg:SvddConfig, run_dir, progress:bool=True)->Path:
                     **{f'cls_{K}': c.state_dict() for K, c in tr['classifiers'].items()}), run_dir/'model.pt')
     collapse_steps = sum(min(h[k] for k in h if k.startswith('spread')) < cfg.collapse_tol for h in history)
     save_json(dict(iters=iters, n_images=len(x), steps_per_epoch=steps_per_epoch(len(x), cfg.repeat, cfg.batch_size),
-                   last_losses=loss_summary(history), collapsed=collapsed, collapse_steps=collapse_steps,
+                   last_losses=loss_summary(history), curve=loss_curve(history), collapsed=collapsed, collapse_steps=collapse_steps,
                    seconds=round(time.time() - t0, 1), **spreads), run_dir/'train.json')
     return run_dir
 
