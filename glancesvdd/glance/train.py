@@ -274,7 +274,7 @@ class ImagePatches(Dataset):
         return dict(idx=torch.from_numpy(idx), corners=torch.from_numpy(random_corners(self.batch, self.size, self.patch_size, rng)))
 
     def make(self, plan): return dict(p=crop_patches(self.images[plan['idx']], plan['corners'], self.patch_size))
-    def __getitem__(self, it): return self.make(self.plan(it))
+    def __getitem__(self, it): return self.make(_to(self.plan(it), self.images.device))
 
 # %% ../../nbs/13_glance_train.ipynb #6a69d62b
 class StainedPairs(Dataset):
@@ -295,7 +295,7 @@ class StainedPairs(Dataset):
         p = crop_patches(x, plan['corners'], self.patch_size)
         return dict(x=x, mask=hole_masks(plan['corners'], self.patch_size, self.size), p=p, p_neg=p * plan['keep'] + plan['paint'])
 
-    def __getitem__(self, it): return self.make(self.plan(it))
+    def __getitem__(self, it): return self.make(_to(self.plan(it), self.images.device))
 
 class CifarPairs(Dataset):
     "Stage-B batches for CIFAR-10 (supp. C.2): image at 256, all-ones mask, image at 33, another image at 33"
@@ -313,7 +313,7 @@ class CifarPairs(Dataset):
         x = resize(self.images[plan['idx']], [self.image_size, self.image_size], antialias=True)  # I_G, (B, 3, 256, 256)
         return dict(x=x, mask=torch.ones_like(x[:, :1]), p=self.small[plan['idx']], p_neg=self.small[plan['other']])
 
-    def __getitem__(self, it): return self.make(self.plan(it))
+    def __getitem__(self, it): return self.make(_to(self.plan(it), self.images.device))
 
 # %% ../../nbs/13_glance_train.ipynb #0aea29fc
 def local_step(L, D, opt, teacher, batches, lambda_k:float=1.0, lambda_c:float=1.0, device='cpu', precision:str='fp32'):

@@ -13,7 +13,8 @@ import triton.language as tl
 from ..core import GlanceSvddError
 
 # %% auto #0
-__all__ = ['EPS32', 'TILES', 'WITHIN_TILES', 'rounding_bound', 'nn_top2_kernel', 'nn_within_kernel', 'gpu_bank', 'nn_gpu']
+__all__ = ['EPS32', 'TILES', 'WITHIN_TILES', 'MAX_PAIRS', 'rounding_bound', 'nn_top2_kernel', 'nn_within_kernel', 'gpu_bank',
+           'nn_gpu']
 
 # %% ../../nbs/22a_svdd_gpu_search.ipynb #44ac78c5
 EPS32 = 2.0 ** -24  # float32 unit roundoff
@@ -69,10 +70,10 @@ def nn_within_kernel(Q, B, BN, THR, OUT, COUNT, cap, n_q, n_b, per_split,
         ok = cols < stop
         b = tl.load(B + cols[:, None] * DIM + dims[None, :], mask=ok[:, None], other=0.)
         d = tl.load(BN + cols, mask=ok, other=float('inf'))[None, :] - 2. * tl.dot(q, tl.trans(b), input_precision=PRECISION)
-        hit = (d <= thr[:, None]).to(tl.int32)
+        hit = (d <= thr[:, None]).to(tl.int64)
         k = tl.sum(tl.sum(hit, axis=1), axis=0)
         if k > 0:                                   # rare: one atomic per tile that has hits, then a prefix sum places them
-            base = tl.atomic_add(COUNT, k)
+            base = tl.atomic_add(COUNT, k)          # int64: the count may pass 2^31 before the caller sees it is over `cap`
             flat = tl.reshape(hit, [BLOCK_M * BLOCK_N])
             pos = base + tl.cumsum(flat, 0) - 1
             qi = tl.reshape(rows[:, None] + tl.zeros([BLOCK_M, BLOCK_N], tl.int32), [BLOCK_M * BLOCK_N])
@@ -117,17 +118,37 @@ def _top2(qf, gb, tiles):
                                                             DIM=qf.shape[1], PRECISION=_precision(dev), **tiles)
     return torch.cat([d1, d2]).topk(2, dim=0, largest=False).values, i1.gather(0, d1.argmin(0, keepdim=True))[0].long()
 
-def _within(qf, gb, thr):
-    "Every (query, row) pair with ||b||^2 - 2 q.b <= thr[query]: (k,) query and (k,) row indices"
+MAX_PAIRS = 1 << 26   # candidate pairs held at once (512 MB of indices); more: the queries are split and scanned again
+
+def _within(qf, gb, thr, cap:int=MAX_PAIRS):
+    "Every (query, row) pair with ||b||^2 - 2 q.b <= thr[query], as (k,) query and (k,) row indices; None when k > cap"
     n_q, n_b, dev, t = len(qf), len(gb['centred']), qf.device, WITHIN_TILES
-    S, cap = _slices(n_q, n_b, t['BLOCK_M'], t['BLOCK_N'], dev), max(4096, 64 * n_q)
-    while True:
-        out, count = torch.empty(cap, 2, dtype=torch.int32, device=dev), torch.zeros(1, dtype=torch.int32, device=dev)
-        nn_within_kernel[(triton.cdiv(n_q, t['BLOCK_M']), S)](qf, gb['centred'], gb['norms'], thr, out, count, cap, n_q, n_b,
-                                                              triton.cdiv(n_b, S), DIM=qf.shape[1], PRECISION=_precision(dev), **t)
-        k = int(count.item())
-        if k <= cap: return out[:k, 0].long(), out[:k, 1].long()
-        cap = k                                                 # more pairs than room: again with room for all
+    S = _slices(n_q, n_b, t['BLOCK_M'], t['BLOCK_N'], dev)
+    out, count = torch.empty(cap, 2, dtype=torch.int32, device=dev), torch.zeros(1, dtype=torch.int64, device=dev)
+    nn_within_kernel[(triton.cdiv(n_q, t['BLOCK_M']), S)](qf, gb['centred'], gb['norms'], thr, out, count, cap, n_q, n_b,
+                                                          triton.cdiv(n_b, S), DIM=qf.shape[1], PRECISION=_precision(dev), **t)
+    k = int(count.item())
+    return (out[:k, 0].long(), out[:k, 1].long()) if k <= cap else None
+
+def _nearest_in(q64, features, qi, bj, n:int, pairs:int=1 << 21)->torch.Tensor:
+    "Row (n,) of each query's nearest candidate, from the pairs (qi, bj) measured in float64 a chunk at a time (bounded memory)"
+    best = torch.full((n,), math.inf, dtype=torch.float64, device=q64.device)
+    arg = torch.zeros(n, dtype=torch.long, device=q64.device)
+    for s in range(0, len(qi), pairs):
+        i, j = qi[s:s + pairs], bj[s:s + pairs]
+        d2 = (q64[i] - features[j].double()).pow_(2).sum(1)
+        m = torch.full_like(best, math.inf).scatter_reduce_(0, i, d2, 'amin')   # each query's minimum in this chunk
+        better = m < best
+        win = (d2 == m[i]) & better[i]
+        best[better] = m[better]; arg[i[win]] = j[win]                          # any one of exact ties
+    return arg
+
+def _recheck(q64, qf, gb, thr, cap:int=MAX_PAIRS)->torch.Tensor:
+    "The float64 nearest row of each query among the rows whose computed value is within `thr`; queries split while their pairs exceed `cap`"
+    found = _within(qf, gb, thr, cap)
+    if found is not None: return _nearest_in(q64, gb['features'], *found, len(qf))
+    h = len(qf) // 2                   # one query has at most one pair per row, which `cap` is checked to hold
+    return torch.cat([_recheck(q64[s], qf[s], gb, thr[s], cap) for s in (slice(0, h), slice(h, None))])
 
 # %% ../../nbs/22a_svdd_gpu_search.ipynb #086433cb
 @torch.no_grad()
@@ -150,11 +171,7 @@ def nn_gpu(q:torch.Tensor, # queries (n, D)
         amb = (two[1].double() - two[0].double() <= 2 * eps).nonzero()[:, 0]   # the bound cannot tell the winner
         if len(amb):
             thr = (two[0, amb].double() + 2 * eps[amb]).float()
-            qi, bj = _within(qf[amb].contiguous(), gb, torch.nextafter(thr, torch.full_like(thr, math.inf)))   # float32 rounded up
-            d2 = (q64[amb[qi]] - gb['features'][bj].double()).pow(2).sum(1)
-            best = torch.full((len(amb),), math.inf, dtype=torch.float64, device=dev).scatter_reduce(0, qi, d2, 'amin')
-            win = d2 == best[qi]
-            arg[amb[qi[win]]] = bj[win]                                        # any one of exact ties
+            arg[amb] = _recheck(q64[amb], qf[amb].contiguous(), gb, torch.nextafter(thr, torch.full_like(thr, math.inf)), max(MAX_PAIRS, len(gb['features'])))
             n_amb += len(amb)
         rows.append(arg)
         dists.append((q64 - gb['features'][arg].double()).norm(dim=1))        # measured directly, as nn_brute
