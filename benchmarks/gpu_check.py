@@ -51,6 +51,9 @@ class PartTimeout(BaseException):
     "A part ran past its budget (a BaseException, so that no library `except Exception` swallows it)"
 
 
+PARTIAL = {}   # what a part has found so far: kept in the results when it runs past its budget or fails
+
+
 @contextlib.contextmanager
 def budget(seconds:float):
     "Raise PartTimeout in the main thread after `seconds`"
@@ -533,7 +536,7 @@ def precision_svdd(dev, quick:bool, root:Path, data=None, steps:int=1500)->dict:
     from glancesvdd.svdd.infer import infer_svdd
     droot, cat, size = _data(root, quick, data, 128 if quick else None)
     steps = 3 if quick else steps
-    out = {}
+    out = PARTIAL.setdefault('precisions', {})          # kept if the part runs past its budget
     for prec in PRECISIONS:
         cfg = SvddConfig(category=cat, data_root=droot, image_size=size, device=str(dev), iters=steps, ckpt_every=steps,
                          batch_size=4 if quick else 64, precision=prec)
@@ -723,11 +726,12 @@ def markdown(r:dict)->str:
         L += ['', f'## {title}', '', '| variant | ms | GPU kernels, ms | peak GPU GB |', '|---|---|---|---|']
         L += [f"| {k} | {_ms(v[k1])} | {_ms(v.get(k2))} | {_fmt(v.get('peak_gpu_gb'))} |" for k, v in rows_.items()]
     pc = P.get('precision.svdd', {})
+    pc = dict(pc, **pc.get('partial', {}), data=pc.get('data', '(partial)'), steps=pc.get('steps', '?'), rule=pc.get('rule', ''), tf32_same_as_fp32=pc.get('tf32_same_as_fp32'))
     if pc.get('precisions'):
         L += ['', f"## Training precision (Patch SVDD, {pc['data']}, {pc['steps']} steps from seed 0, evaluated in IEEE float32)", '',
               '| precision | mean loss of the last 100 steps | ms/step | image AUROC | pixel AUROC |', '|---|---|---|---|---|']
         L += [f"| {k} | {v['loss']:.4f} | {_ms(v['s_per_step'])} | {v['image_auroc']} | {v['pixel_auroc']} |" for k, v in pc['precisions'].items()]
-        L += ['', f"{pc['rule']}: {'yes' if pc['tf32_same_as_fp32'] else 'NO'}."]
+        if pc['rule']: L += ['', f"{pc['rule']}: {'yes' if pc['tf32_same_as_fp32'] else 'NO'}."]
     o = P.get('options.svdd', {}).get('options')
     if o:
         L += ['', f"## torch.compile (Patch SVDD step; 'same results': mean loss of the last steps within {100 * LOSS_TOL:.0f}%)", '',
@@ -753,11 +757,13 @@ def run_part(r:dict, name:str, seconds:float, f, out:Path, deadline:float):
         r['parts'][name] = dict(status='skipped', seconds=0.0, error='no time left before --deadline')
         print(f"[{r['clock']():6.1f} s] {name}: skipped (deadline)", flush=True); return
     t = time.perf_counter()
+    PARTIAL.clear()
     try:
         with budget(min(seconds, left)): res = f()
         status = 'pass' if res.pop('ok', True) else 'FAIL'
-    except PartTimeout as e: res, status = dict(error=str(e)), 'timeout'
-    except Exception as e: res, status = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-3000:]), 'error'
+    except PartTimeout as e: res, status = dict(error=str(e), **({'partial': dict(PARTIAL)} if PARTIAL else {})), 'timeout'
+    except Exception as e:
+        res, status = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-3000:], **({'partial': dict(PARTIAL)} if PARTIAL else {})), 'error'
     res = dict(status=status, seconds=time.perf_counter() - t, **res)
     r['parts'][name] = res
     short = ', '.join(f"{k} {_fmt(v)}" for k, v in res.items() if k not in ('status', 'seconds', 'traceback', 'output')
@@ -820,7 +826,7 @@ def main(argv=None):
         ('throughput.glance_infer', 25, lambda: bench_glance_infer(dev, q, 1 if q else 16)),
         ('loop.svdd', 60, lambda: loop_svdd(dev, q, work/'loops', data)),
         ('loop.glance', 90, lambda: loop_glance(dev, q, work/'loops', data)),
-        ('precision.svdd', 150, lambda: precision_svdd(dev, q, work/'precision', data, a.precision_steps)),
+        ('precision.svdd', 240, lambda: precision_svdd(dev, q, work/'precision', data, a.precision_steps)),
         ('profile.svdd', 15, lambda: profile_svdd(dev, q)),
         ('profile.glance', 20, lambda: profile_glance(dev, q)),
         ('options.svdd', 90, lambda: dict(options=options_svdd(dev, q, 2 if q else 30, compile_ok))),

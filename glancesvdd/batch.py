@@ -242,11 +242,11 @@ def _run_local(jobs, force, experiments, on_done, workers=0):
 
 
 # %% ../nbs/60_batch.ipynb #a542edff
-GPU_SECONDS = dict(  # planning figures, seconds per iteration on one GPU (issue 14's targets until gpu_check measures them)
-    svdd=0.018,              # Patch SVDD step at the official batch: about 98K bottle steps in 30 min
-    glance_imagenet=0.02,    # GLANCE Stage A on ImageNet-size input, batch 64 (teacher at 224 px)
-    glance_finetune=0.01,    # Stage A category fine-tune, batch 16
-    glance_global=0.04)      # Stage B, batch 64: 100K + 200K iterations in about 3 h
+GPU_SECONDS = dict(  # seconds per iteration on one H200, measured by benchmarks/gpu_check.py (benchmarks/results/gpu_h200_c.json)
+    svdd=0.0157,             # Patch SVDD's real loop (train_svdd) at the official batch, IEEE float32: bottle's 97,773 steps in 26 min
+    glance_imagenet=0.0154,  # GLANCE Stage A on ImageNet-size input, batch 64 (teacher at 224 px), decoding in workers
+    glance_finetune=0.0102,  # Stage A category fine-tune, batch 16
+    glance_global=0.0256)    # Stage B, batch 64, batches planned in DataLoader workers: 200K iterations in 1.4 h
 SLURM_DEFAULTS = dict(gpus_per_node=1, cpus_per_task=8, mem_gb=32, nodes=1, additional_parameters=dict(requeue=True))
 MAX_REQUEUES = 20            # time-outs a job may be requeued after before it is given up
 

@@ -55,9 +55,29 @@ def test_train_records_what_was_used(trained):
     cfg, run = trained
     rec = load_json(run/'train.json')
     assert (rec['teacher'], rec['imagenet']) == ('untrained', cfg.imagenet_dir)
-    for stage, iters in [('imagenet', cfg.iters_imagenet), ('finetune', cfg.iters_finetune), ('global_net', cfg.iters)]:
-        assert latest_checkpoint(run/'checkpoints'/stage).name == f'iter_{iters:08d}.pt'
+    stage_dir = Path(rec['imagenet_stage']['cache'])
+    assert stage_dir == run/'checkpoints'/'imagenet_stage'/rec['imagenet_stage']['key']   # a run folder outside a runs root keeps its own
+    for ck, iters in [(stage_dir/'checkpoints', cfg.iters_imagenet), (run/'checkpoints'/'finetune', cfg.iters_finetune),
+                      (run/'checkpoints'/'global_net', cfg.iters)]:
+        assert latest_checkpoint(ck).name == f'iter_{iters:08d}.pt'
     assert np.isfinite(list(rec['global_losses'].values())).all() and set(rec['global_losses']) == {'loss', 'l_iad', 'l_dad'}
+
+
+def test_imagenet_stage_once_per_runs_root(root, tmp_path):
+    "Two categories of one runs root share one ImageNet stage; loading it gives the Local-Net that training it gives"
+    from glancesvdd.runs import run_path
+    runs = tmp_path/'runs'
+    cfg_a = smoke(root, iters=8)
+    run_a = train_glance(cfg_a, run_path('glance', 'gravel', SEED, runs), progress=False)
+    cfg_b = gt.replace(cfg_a, category='brick')
+    run_b = train_glance(cfg_b, run_path('glance', 'brick', SEED, runs), progress=False)
+    ra, rb = load_json(run_a/'train.json'), load_json(run_b/'train.json')
+    assert ra['imagenet_stage'] == rb['imagenet_stage'] and Path(ra['imagenet_stage']['cache']) == runs/'glance'/'_imagenet'/ra['imagenet_stage']['key']
+    assert [p.name for p in (runs/'glance'/'_imagenet').iterdir()] == [ra['imagenet_stage']['key']]   # trained once
+    alone = train_glance(cfg_b, tmp_path/'alone', progress=False)       # the same config, its own ImageNet stage
+    a, b = load_torch(alone/'glance.pt'), load_torch(run_b/'glance.pt')
+    for k in a['local']: assert torch.equal(a['local'][k], b['local'][k]), k
+    assert (runs/'glance'/'_imagenet'/ra['imagenet_stage']['key']/'local.pt').stat().st_mtime < (run_b/'glance.pt').stat().st_mtime
 
 
 class Crash(Exception): pass

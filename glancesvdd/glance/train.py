@@ -4,7 +4,8 @@
 
 # %% ../../nbs/13_glance_train.ipynb #fded88af
 from __future__ import annotations
-import copy, os, time, warnings
+import copy, hashlib, json, os, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
 from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, PRECISIONS, save_json, save_torch, load_torch
-from ..data import load_config_split, CIFAR10OneClass, RESIZE_FILTERS
+from ..data import load_config_split, sha256sum, CIFAR10OneClass, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches
-from ..runs import fit, init_run, loss_summary, loss_curve
+from ..runs import fit, init_run, is_trained, run_lock, loss_summary, loss_curve
 from ..stains import stain_layers
 from .local_net import LocalNet
 from .global_net import GlobalNet, hole_masks
@@ -32,8 +33,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TEACHER_URL', 'TEACHER_FILE', 'STAG
            'normalize', 'local_features', 'global_features', 'Teacher', 'load_teacher', 'distill_loss',
            'compactness_loss', 'glance_loss', 'batch_rng', 'Prefetcher', 'loader_settings', 'FolderPatches',
            'ImagePatches', 'StainedPairs', 'CifarPairs', 'local_step', 'global_step', 'check_imagenet_dir',
-           'train_local', 'train_global', 'save_glance', 'load_glance', 'train_glance', 'cifar10_images',
-           'train_glance_cifar10']
+           'imagenet_stage_key', 'imagenet_cache', 'train_local', 'train_global', 'save_glance', 'load_glance',
+           'train_glance', 'cifar10_images', 'train_glance_cifar10']
 
 # %% ../../nbs/13_glance_train.ipynb #6e40cfb3
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class GlanceConfig:
     seed: int = 0                     # seeds the initial weights and every batch
     device: str|None = None           # None: CUDA when available
     ckpt_every: int = 1000            # iterations between checkpoints
+    imagenet_cache: str|None = None   # where ImageNet stages are kept, shared by a batch's categories; None: <runs root>/glance/_imagenet
     workers: int|None = None          # DataLoader processes that prepare batches ahead; None: one per spare core (at most 8) on a GPU, 0 on a CPU
     pin_memory: bool|None = None      # page-locked batches, copied to the GPU without blocking; None: on a GPU (same results either way)
     precision: str = 'fp32'           # training arithmetic: 'fp32' (the paper's), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
@@ -355,25 +357,60 @@ def check_imagenet_dir(imagenet_dir:str|None):
                               f"see data/README.md), or skip that stage explicitly with imagenet_dir='{SKIP}' (the run and the "
                               "report then say so)")
 
+def imagenet_stage_key(cfg:GlanceConfig)->tuple:
+    "(key, what): everything the ImageNet stage's Local-Net depends on, and a short hash of it that names its folder"
+    w = cfg.teacher_weights
+    what = dict(teacher=w if w in ('torchvision', 'untrained') else f'sha256:{sha256sum(w)}', teacher_size=cfg.teacher_size,
+                imagenet_dir=str(Path(cfg.imagenet_dir).resolve()), iters=cfg.iters_imagenet, batch=cfg.batch_imagenet, lr=cfg.lr_local,
+                betas=list(cfg.betas), lambda_k=cfg.lambda_k, lambda_c=cfg.lambda_c, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                precision=cfg.precision, seed=cfg.seed)
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16], what
+
+def imagenet_cache(cfg:GlanceConfig, run_dir)->Path:
+    "Where the run's ImageNet stage is kept: `cfg.imagenet_cache`, else beside the category folders of a runs root, else in the run"
+    if cfg.imagenet_cache: return Path(cfg.imagenet_cache)
+    r = Path(run_dir).resolve()                 # runs/glance/<category>/seed<n> (04_runs): shared by the root's categories
+    return r.parents[1]/'_imagenet' if r.name.startswith('seed') and r.parents[1].name.startswith('glance') else r/'checkpoints'/'imagenet_stage'
+
+@contextmanager
+def _waiting_lock(folder, poll:float=10):
+    "`run_lock` on `folder`, waiting while another live process holds it (another category training the same ImageNet stage)"
+    while True:
+        lock = run_lock(folder)
+        try: lock.__enter__()
+        except GlanceSvddError: time.sleep(poll); continue
+        try: yield folder
+        finally: lock.__exit__(None, None, None)
+        return
+
 def train_local(cfg:GlanceConfig, run_dir, finetune:Dataset, progress:bool=True):
-    "Stage A: distil the Local-Net from ResNet-18 on `imagenet_dir`, then fine-tune it on `finetune`; returns (L, record)"
+    "Stage A: distil the Local-Net from ResNet-18 on `imagenet_dir` (or load that stage's cached result), then fine-tune it on `finetune`; returns (L, record)"
     dev, ck = get_device(cfg.device), Path(run_dir)/'checkpoints'
     seed_everything(cfg.seed)  # first: an untrained teacher's weights come from the seed too
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_size).to(dev)
     L, D = LocalNet().to(dev), nn.Linear(128, 512).to(dev)  # D: the decoder of l_k (one FC layer, as in Uninformed Students)
     record = dict(teacher=cfg.teacher_weights, imagenet='skipped' if cfg.imagenet_dir == SKIP else cfg.imagenet_dir,
                   teacher_input=f'patch resized to {cfg.teacher_size}x{cfg.teacher_size} (bilinear), ResNet-18 global average pool, 512-d')
-    def run(name, ds, iters, lr):
+    def run(name, ds, iters, lr, ckpt_dir):
         opt = _adam([L, D], lr, cfg.betas)
         step = local_step(L, D, opt, teacher, Prefetcher(ds, iters, *loader_settings(cfg.workers, cfg.pin_memory, dev), dev),
                           cfg.lambda_k, cfg.lambda_c, dev, cfg.precision)
         t0 = time.time()
-        history = fit(step, dict(local=L, decoder=D, opt=opt), iters, ck/name, cfg.ckpt_every, desc=f'A {name}', progress=progress)
-        record.update({f'{name}_losses': loss_summary(history), f'{name}_curve': loss_curve(history), f'{name}_seconds': round(time.time() - t0, 1)})
+        history = fit(step, dict(local=L, decoder=D, opt=opt), iters, ckpt_dir, cfg.ckpt_every, desc=f'A {name}', progress=progress)
+        return {f'{name}_losses': loss_summary(history), f'{name}_curve': loss_curve(history), f'{name}_seconds': round(time.time() - t0, 1)}
     if cfg.imagenet_dir != SKIP:
-        run('imagenet', FolderPatches(cfg.imagenet_dir, cfg.batch_imagenet, cfg.seed, cfg.image_size, cfg.patch_size), cfg.iters_imagenet, cfg.lr_local)
+        key, what = imagenet_stage_key(cfg)
+        cache = imagenet_cache(cfg, run_dir)/key
+        with _waiting_lock(cache):
+            if not is_trained(cache/'local.pt'):   # the first category of the batch trains it; the others load it
+                rec = run('imagenet', FolderPatches(cfg.imagenet_dir, cfg.batch_imagenet, cfg.seed, cfg.image_size, cfg.patch_size),
+                          cfg.iters_imagenet, cfg.lr_local, cache/'checkpoints')
+                save_torch(dict(local=L.state_dict(), decoder=D.state_dict(), what=what, record=rec), cache/'local.pt')
+            stage = load_torch(cache/'local.pt', map_location=dev, what='cached ImageNet stage')
+        L.load_state_dict(stage['local']); D.load_state_dict(stage['decoder'])
+        record.update(stage['record'], imagenet_stage=dict(key=key, cache=str(cache), **what))
     else: warnings.warn("imagenet_dir='skip': the ImageNet distillation stage is SKIPPED, as asked (recorded in train.json)")
-    run('finetune', finetune, cfg.iters_finetune, cfg.lr_finetune)
+    record.update(run('finetune', finetune, cfg.iters_finetune, cfg.lr_finetune, ck/'finetune'))
     return L.eval().requires_grad_(False), record
 
 # %% ../../nbs/13_glance_train.ipynb #6e4e0350
@@ -409,7 +446,7 @@ def _stains(cfg): return dict(size=cfg.stain_size, color=cfg.stain_color, irregu
                               relative_to=dict(image=cfg.image_size, patch=cfg.patch_size)[cfg.stain_relative_to])
 
 def _train(cfg, run_dir, images_ft, pairs, progress, **assumptions): # recorded in train.json
-    run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'pin_memory', 'chunk', 'cifar_verify'))
+    run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'pin_memory', 'chunk', 'cifar_verify', 'imagenet_cache'))
     L, record = train_local(cfg, run_dir, ImagePatches(images_ft, cfg.batch_finetune, cfg.seed, cfg.patch_size), progress)
     record.update(assumptions)
     G, C, stage_b = train_global(cfg, run_dir, L, pairs, progress)
