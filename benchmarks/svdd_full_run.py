@@ -13,6 +13,13 @@ and writes to --out:
   `infer_svdd` and `evaluate_run`, in IEEE float32.
 `--precision` sets the training precision (default: the config's); `--precision-from GPU_CHECK.json` takes 'tf32' when the
 GPU check's precision part found it the same as 'fp32' (its rule), and 'fp32' otherwise.
+
+    python benchmarks/svdd_full_run.py --evaluate --resume .../resume.pt --data data/mvtec_ad --runs runs --out OUT --device cpu \
+        --record results/svdd/bottle/seed0
+
+evaluates the encoder of a checkpoint as it stands (any machine; inference in IEEE float32): the run folder gets model.pt
+and train.json (whose `iters` says how far the schedule got) and is scored; `--record` writes its results record
+(glancesvdd.reports.write_record), which the report marks with the steps done of the official schedule.
 """
 from __future__ import annotations
 import argparse, json, os, platform, shutil, signal, sys, time
@@ -27,7 +34,7 @@ import torch
 from glancesvdd.core import save_json, load_json
 from glancesvdd.data import fingerprint
 from glancesvdd.runs import run_path, latest_checkpoint
-from glancesvdd.svdd.train import SvddConfig, train_svdd, n_iters, steps_per_epoch
+from glancesvdd.svdd.train import SvddConfig, train_svdd, n_iters, steps_per_epoch, make_trainer, save_trained, mean_image, standardise
 
 
 class Deadline(BaseException):
@@ -51,14 +58,18 @@ def main(argv=None):
     ap.add_argument('--category', default='bottle')
     ap.add_argument('--runs', required=True, help='runs root on this machine')
     ap.add_argument('--out', required=True, help='where progress.json, resume.pt and the finished record go')
-    ap.add_argument('--until', type=float, required=True, help='seconds of training in this call')
+    ap.add_argument('--until', type=float, default=None, help='seconds of training in this call (required unless --evaluate)')
     ap.add_argument('--resume', default=None, help='resume.pt of an earlier call')
     ap.add_argument('--precision', default=None)
     ap.add_argument('--precision-from', default=None, help="a GPU check's JSON: 'tf32' if it found tf32 the same as fp32")
     ap.add_argument('--device', default='cuda')
     ap.add_argument('--ckpt-every', type=int, default=None, help="steps between checkpoints (default: the config's)")
     ap.add_argument('--commit', default='unknown')
+    ap.add_argument('--evaluate', action='store_true', help='score the --resume checkpoint as it stands instead of training')
+    ap.add_argument('--record', default=None, help='with --evaluate: the results record folder to write')
     a = ap.parse_args(argv)
+    if a.evaluate: return evaluate(a)
+    if a.until is None: ap.error('--until SECONDS is required to train')
     cfg = SvddConfig(category=a.category, data_root=a.data, device=a.device)
     prec = a.precision or (precision_from(a.precision_from) if a.precision_from else cfg.precision)
     cfg = replace(cfg, precision=prec, **({'ckpt_every': a.ckpt_every} if a.ckpt_every else {}))
@@ -102,6 +113,36 @@ def main(argv=None):
                    out/'resume.pt')
     save_json(rec, out/'progress.json')
     print(json.dumps({k: v for k, v in rec.items() if k not in ('config',)}, indent=1, default=str), flush=True)
+
+
+def evaluate(a):
+    "Score the encoder of checkpoint `a.resume` on `a.data` (its config's category), and record it if asked"
+    from glancesvdd.data import load_config_split
+    from glancesvdd.metrics import evaluate_run
+    from glancesvdd.runs import _from_columns
+    from glancesvdd.svdd.infer import infer_svdd
+    ck = torch.load(a.resume, map_location='cpu', weights_only=False)
+    cfg = SvddConfig(**{**ck['config'], 'data_root': a.data, 'device': a.device})
+    prog = Path(a.resume).with_name('progress.json')   # written beside resume.pt by the lease that trained it
+    p = json.loads(prog.read_text()) if prog.exists() else {}
+    trained_on = (f"{p['steps_done']:,} of {p['schedule_steps']:,} steps on {p['hardware'].get('gpu', 'a CPU')} ({p['date']}, commit "
+                  f"{p['commit'][:7]}, precision {p['config']['precision']}, data {p['data']['root']}, fingerprint {p['data']['fingerprint'][:16]}...)") if p else None
+    run = run_path('svdd', cfg.category, cfg.seed, a.runs)
+    run.mkdir(parents=True, exist_ok=True)
+    save_json(asdict(cfg), run/'config.json')
+    images = load_config_split(cfg, 'train', progress=False)['images']
+    x = standardise(images, mean_image(images))
+    tr = make_trainer(cfg, x)                       # the modules, to load the checkpoint's weights into
+    for k, m in tr['state'].items(): m.load_state_dict(ck['checkpoint']['state'][k])
+    history = _from_columns(ck['checkpoint']['history'])
+    save_trained(cfg, run, tr['encoder'], tr['classifiers'], history, x, schedule_steps=n_iters(replace(cfg, iters=None), len(x)),
+                 trained_on=trained_on)
+    infer_svdd(cfg, run, progress=False)
+    m = evaluate_run(run)
+    print(json.dumps(m, indent=1), flush=True)
+    if a.record:
+        from glancesvdd.reports import write_record
+        write_record(run, a.record, 'python ' + ' '.join(sys.argv), trained_on=trained_on)
 
 
 if __name__ == '__main__':

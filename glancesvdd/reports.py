@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_reports.ipynb #fd1f99ef
 from __future__ import annotations
-import re, textwrap, warnings
+import os, re, shutil, subprocess, textwrap, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,17 +12,19 @@ import numpy as np
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from .core import GlanceSvddError, atomic_path, load_json, runs_root
+from .core import GlanceSvddError, atomic_path, load_json, save_json, runs_root
+from .data import fingerprint
 from .runs import load_scores
-from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image
+from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image, roc_plot, pro_plot, score_histogram
 from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
-           'GLANCE_MEAN_PRO', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'display_name', 'check_published_means',
-           'collect_runs', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table', 'to_markdown', 'tex_escape',
-           'to_latex', 'table_figure', 'render_table', 'find_result', 'mean_or_none', 'glance_table4', 'svdd_table_s1',
-           'svdd_table_s2', 'comparison_table', 'pick_anomalies', 'run_samples', 'figures_from_run',
+           'GLANCE_MEAN_PRO', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'RECORD_FILES', 'display_name',
+           'check_published_means', 'collect_runs', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table',
+           'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result', 'mean_or_none',
+           'glance_table4', 'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure', 'pick_anomalies',
+           'run_samples', 'figures_from_run', 'curves_figure', 'machine', 'git_commit', 'write_record',
            'architecture_table', 'glance_architecture_tables', 'svdd_architecture_tables', 'run_caveats', 'caveat_note',
            'render_report']
 
@@ -390,6 +392,29 @@ def _mask_note(results, methods)->list:
     return [f'Both methods are scored against the same masks, resized {f.upper()} then kept where > {t} (the official Patch SVDD rule, '
             'the default of both configs; 01_data).' for f, t in rules if f is not None]
 
+# %% ../nbs/50_reports.ipynb #b0921056
+def comparison_figure(results:list, methods=COMPARED_METHODS, release:str=RELEASE_METHOD)->plt.Figure:
+    "Both methods side by side, one panel per metric: per category, each method's runs (ours), the release's, and the paper's number"
+    cats = sorted({r['category'] for r in results if r['method'] in (*dict(methods), release)}, key=lambda c: (_order(c), c)) or ['(no runs)']
+    bars = [(f'{name} (ours)', m, False, f'C{i}') for i, (m, name) in enumerate(methods)] + [('Patch SVDD (release)', release, False, 'C2')] + \
+           [(f'{name} (paper)', m, True, f'C{i}') for i, (m, name) in enumerate(methods)]   # a method's paper bar in its colour, hatched
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.6 * len(cats) * 3), 3.6), layout='constrained', sharey=True)
+    w = 0.8 / len(bars)
+    for ax, k, title in zip(axes, _METRICS, ('image AUROC', 'pixel AUROC', 'AUPRO (FPR ≤ 0.3)')):
+        for j, (label, m, paper, colour) in enumerate(bars):
+            vals = [_published(m, c, k) if paper else _ours(results, m, c, k) for c in cats]
+            x = np.arange(len(cats)) + (j - (len(bars) - 1) / 2) * w
+            ax.bar(x, [v if v is not None else 0 for v in vals], w, label=label, hatch='//' if paper else None,
+                   color=colour, alpha=0.45 if paper else 1.0, edgecolor='black', linewidth=0.3)
+            for xi, v in zip(x, vals):
+                if v is None: ax.text(xi, 0.02, DASH, ha='center', va='bottom', fontsize=7)
+        ax.set(title=title, xticks=np.arange(len(cats)), ylim=(0, 1.05))
+        ax.set_xticklabels([display_name(c) for c in cats])
+    axes[0].set_ylabel('score')
+    fig.legend(*axes[0].get_legend_handles_labels(), loc='outside lower center', ncols=len(bars), fontsize=7)
+    fig.suptitle('GLANCE and Patch SVDD side by side (—: no run or no published number)', fontsize=10)
+    return fig
+
 # %% ../nbs/50_reports.ipynb #9799dcaf
 def pick_anomalies(labels, defects, n:int=5)->list:
     "Indices of up to `n` anomalous images, taking one per defect type in turn"
@@ -417,6 +442,54 @@ def figures_from_run(run_dir, out_dir, n:int=5)->Path:
     if fam == 'glance': fig = glance_figure(images, masks, maps, title=f'{display_name(category)} anomaly localization ({run_dir.name})')
     else: fig = svdd_figure([(category, images, masks, maps, defects)])
     return save_figure(fig, Path(out_dir)/f'{run_dir.parent.parent.name}_{category}_{run_dir.name}.png')
+
+# %% ../nbs/50_reports.ipynb #fa937fc1
+def curves_figure(run_dir)->plt.Figure:
+    "The image-level ROC curve, the PRO curve (to FPR 0.3) and the image-score histogram of a run, side by side"
+    s = load_scores(run_dir)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout='constrained')
+    roc_plot(axes[0], s['image_scores'], s['labels']); axes[0].set_title('image-level ROC')
+    pro_plot(axes[1], s['maps'], s['masks']); axes[1].set_title('per-region overlap')
+    score_histogram(axes[2], s['image_scores'], s['labels']); axes[2].set_title('image scores')
+    return fig
+
+def machine()->dict:
+    "This machine, as a record names it: processor, cores, GPU, Python and torch versions"
+    import platform, torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), platform.processor()) \
+          if Path('/proc/cpuinfo').exists() else platform.processor()
+    return dict(cpu=cpu, cores=os.cpu_count(), gpu=gpu, python=platform.python_version(), torch=torch.__version__)
+
+def git_commit(repo='.')->str|None:
+    "The commit checked out in `repo`, with '+changes' when the work tree differs from it; None outside a git checkout"
+    try:
+        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True, text=True, timeout=20)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=repo, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError): return None
+    return head.stdout.strip() + ('+changes' if dirty.stdout.strip() else '') if head.returncode == 0 else None
+
+RECORD_FILES = ('metrics.json', 'config.json', 'train.json')
+
+def write_record(run_dir, # a finished run: metrics.json and scores.npz
+                 dest, # the record folder, e.g. results/svdd/bottle/seed0
+                 command:str, # what made the run
+                 n:int=5, # anomalous images in maps.png
+                 **provenance)->Path: # more facts for provenance.json (trained_on=..., note=...)
+    "Copy a finished run's small files to `dest` with its provenance and rendered figures: what `figures/` is made from"
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not (run_dir/'metrics.json').exists(): raise GlanceSvddError(f"{run_dir} has no metrics.json: evaluate the run before recording it")
+    cfg = load_json(run_dir/'config.json')
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in RECORD_FILES:
+        if (run_dir/f).exists(): shutil.copy(run_dir/f, dest/f)
+    data = Path(cfg['data_root'])/cfg['category']
+    save_json(dict(command=command, commit=git_commit(), date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), machine=machine(),
+                   data=dict(folder=str(data), fingerprint=fingerprint(data) if data.is_dir() else None), **provenance), dest/'provenance.json')
+    save_figure(svdd_figure([run_samples(run_dir, n)]) if run_family(run_dir, cfg) == 'svdd' else
+                glance_figure(*run_samples(run_dir, n)[1:4], title=f"{display_name(cfg['category'])} anomaly localization"), dest/'maps.png')
+    save_figure(curves_figure(run_dir), dest/'curves.png')
+    return dest
 
 # %% ../nbs/50_reports.ipynb #626d819d
 def _hwc(shape): return ' × '.join(map(str, (*shape[1:], shape[0]))) if len(shape) == 3 else str(shape[0])
@@ -467,12 +540,15 @@ def svdd_architecture_tables()->dict:
 
 # %% ../nbs/50_reports.ipynb #25ec775a
 def run_caveats(result:dict)->list:
-    "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage"
+    "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps"
     out = []
     for path in result['paths']:
         rec = load_json(Path(path)/'train.json') if (Path(path)/'train.json').exists() else {}
+        cfg = load_json(Path(path)/'config.json') if (Path(path)/'config.json').exists() else {}
         if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')
+        if 'steps_per_epoch' in rec and 'epochs' in cfg and rec.get('iters', 0) < (full := (cfg['epochs'] - 1) * rec['steps_per_epoch']):
+            out.append(f"{rec['iters']:,} of the official {full:,} training steps")   # Patch SVDD: (epochs - 1) x ceil(100 N / 64)
     return list(dict.fromkeys(out))
 
 def _run_list(results)->str:
@@ -496,15 +572,21 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     files, index = [], [f'# glancesvdd report\n\nRuns under `{runs_root(root)}`:\n', _run_list(results), '## Tables\n']
     tables = dict(**glance_architecture_tables(), **svdd_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
                   svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results))
-    if note := caveat_note(results):   # beside the numbers of runs that skipped part of the paper's schedule
-        for t in (tables['glance_table4'], tables['comparison']): t.notes.append(note)
+    for stems, methods in ((('glance_table4',), ('glance',)), (('svdd_table_s1', 'svdd_table_s2'), ('svdd',)), (('comparison',), ('glance', 'svdd'))):
+        if note := caveat_note([r for r in results if r['method'] in methods]):   # beside the numbers of runs not on the paper's schedule
+            for s in stems: tables[s].notes.append(note)
     for stem, t in tables.items():
         files += render_table(t.rows, t.columns, out_dir/stem, t.title, t.notes)
+        if stem == 'comparison': files[-1] = save_figure(comparison_figure(results), files[-1])   # the bar chart, not an 11-column table
         index += [f'### {t.title}\n', to_markdown(t.rows, t.columns, notes=t.notes), f'Files: [{stem}.md]({stem}.md), [{stem}.tex]({stem}.tex), [{stem}.png]({stem}.png)\n']
     index.append('## Figures\n')
     svdd_rows = []
     for r in sorted(results, key=lambda r: (r['method'], _order(r['category']))):
         run = r['paths'][0]
+        if not (run/'scores.npz').exists() and (run/'maps.png').exists():   # a record: its pictures, rendered when it was written
+            index += [f"![{r['method']} {display_name(r['category'])}: {pic[:-4]}]({Path(os.path.relpath(run/pic, out_dir)).as_posix()})\n"
+                      for pic in ('maps.png', 'curves.png') if (run/pic).exists()]
+            continue
         try:
             f = figures_from_run(run, out_dir, n); files.append(f)
             index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
@@ -515,5 +597,20 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     for k in range(0, len(svdd_rows), per_figure):
         f = save_figure(svdd_figure(svdd_rows[k:k + per_figure]), out_dir/f'svdd_classes_{k // per_figure + 1}.png'); files.append(f)
         index.append(f'![Patch SVDD anomaly maps, in the style of supp. Figs. S1-S3]({f.name})\n')
+    index += _provenance(results, out_dir)
     files.append(_write_text(out_dir/'index.md', '\n'.join(index)))
     return files
+
+def _provenance(results, out_dir)->list:
+    "The index's provenance section: one line per record, from its provenance.json"
+    lines = []
+    for r in sorted(results, key=lambda r: (r['method'], _order(r['category']))):
+        for path in r['paths']:
+            if not (Path(path)/'provenance.json').exists(): continue
+            p = load_json(Path(path)/'provenance.json')
+            extra = '; '.join(f"{k.replace('_', ' ')}: {v}" for k, v in p.items() if k not in ('command', 'commit', 'date', 'machine', 'data'))
+            m = p.get('machine', {})
+            lines.append(f"- **{r['method']} {display_name(r['category'])}** ({Path(os.path.relpath(path, out_dir)).as_posix()}): `{p.get('command')}`, "
+                         f"commit {p.get('commit')}, {p.get('date')}, {m.get('gpu') or m.get('cpu')} ({m.get('cores')} cores), torch {m.get('torch')}; "
+                         f"data {p['data']['folder']} (sha256 over files {str(p['data']['fingerprint'])[:16]}…)" + (f"; {extra}" if extra else ''))
+    return ['## Provenance\n', *lines, ''] if lines else []

@@ -1,5 +1,5 @@
 "Issue 13: the release route (download, evaluate --release, report) end to end through the CLI, its bad inputs, and figures/."
-import io, shutil, subprocess, sys, tarfile
+import io, re, shutil, subprocess, sys, tarfile
 from pathlib import Path
 
 import numpy as np
@@ -152,14 +152,19 @@ def test_report_and_explorer_open_the_release_runs(release_runs):
     assert {r['method'] for r in ex.runs} == {'svdd-release'} and {r['category'] for r in ex.runs} == {'bottle', 'wood'}
 
 
-def test_committed_figures_are_current(tmp_path):
-    "figures/ holds what `glancesvdd report --out figures` writes without runs: its tables must equal the modules' output now"
+def test_committed_figures_are_current(tmp_path, monkeypatch):
+    "figures/ is what `glancesvdd report --runs results --out figures` makes of the committed records: its tables must equal that now"
     from glancesvdd.reports import render_report
-    files = render_report(tmp_path/'runs', tmp_path/'out')
+    shutil.copytree(ROOT/'results', tmp_path/'results')       # a copy beside the output, as results/ is beside figures/ in the repository
+    monkeypatch.chdir(tmp_path)
+    files = render_report('results', 'figures')
     committed = ROOT/'figures'
+    assert {f.name for f in files} == {f.name for f in committed.iterdir() if f.name != 'README.md'}
     for f in files:
         if f.suffix not in ('.md', '.tex'): continue
-        new = f.read_text().replace(str(tmp_path/'runs'), 'runs')
-        assert (committed/f.name).exists(), f"figures/{f.name} is missing: run `glancesvdd report --out figures` (no runs/)"
-        assert (committed/f.name).read_text() == new, f"figures/{f.name} is stale: run `glancesvdd report --out figures` (no runs/)"
+        assert f.read_text() == (committed/f.name).read_text(), f"figures/{f.name} is stale: run `glancesvdd report --runs results --out figures`"
+    index = (committed/'index.md').read_text()
+    assert '0.956' in (committed/'svdd_table_s1.md').read_text() and '28,000 of the official 97,773 training steps' in index or \
+           '28,000 of the official 97,773 training steps' in (committed/'svdd_table_s1.md').read_text()
+    for link in re.findall(r'\]\((\.\./results/[^)]+)\)', index): assert (committed/link).exists(), link   # the records' pictures
     assert (committed/'README.md').exists()

@@ -21,7 +21,7 @@ from .encoder import make_encoder, PositionClassifier
 # %% auto #0
 __all__ = ['COMBINE', 'TABLE_S2', 'SvddConfig', 'smoke_config', 'mean_image', 'standardise', 'steps_per_epoch', 'n_iters',
            'batch_images', 'sample_pairs', 'crop_pairs', 'encode_pairs', 'pair_losses', 'spread', 'make_trainer',
-           'embedding_spread', 'is_collapsed', 'train_svdd', 'load_encoder']
+           'embedding_spread', 'is_collapsed', 'train_svdd', 'save_trained', 'load_encoder']
 
 # %% ../../nbs/21_svdd_train.ipynb #1abed944
 @dataclass(frozen=True)
@@ -217,7 +217,14 @@ def train_svdd(cfg:SvddConfig, run_dir, progress:bool=True)->Path:
     tr, iters, t0 = make_trainer(cfg, x), n_iters(cfg, len(x)), time.time()
     history = fit(tr['step'], tr['state'], iters, run_dir/'checkpoints', cfg.ckpt_every, rngs=tr['rngs'],
                   desc=f'Patch SVDD {cfg.category}', progress=progress)
-    enc = tr['encoder'].eval()
+    save_trained(cfg, run_dir, tr['encoder'], tr['classifiers'], history, x, seconds=round(time.time() - t0, 1))
+    return run_dir
+
+def save_trained(cfg:SvddConfig, run_dir, enc, classifiers:dict, history:list, # the trained modules and `fit`'s loss history
+                 x:torch.Tensor, # the normalised training images (for the spread)
+                 **extra): # more fields of train.json (seconds, ...)
+    "Write a run's `model.pt` and `train.json` (iterations, losses, curve, spreads, collapse), warning if the encoder collapsed"
+    enc = enc.eval()
     spreads = embedding_spread(enc, x, seed=cfg.seed)
     collapsed = is_collapsed(spreads, cfg.collapse_tol)
     if collapsed:
@@ -225,12 +232,11 @@ def train_svdd(cfg:SvddConfig, run_dir, progress:bool=True)->Path:
                       f"every patch gets the same embedding, so every score would be equal (AUROC 0.5). "
                       f"λ = {cfg.lambda_svdd} is too large for this category; the official advice is 1e-3 (issue #10)")
     save_torch(dict(encoder=enc.state_dict(), hierarchical=cfg.hierarchical, D=cfg.D,
-                    **{f'cls_{K}': c.state_dict() for K, c in tr['classifiers'].items()}), run_dir/'model.pt')
+                    **{f'cls_{K}': c.state_dict() for K, c in classifiers.items()}), Path(run_dir)/'model.pt')
     collapse_steps = sum(min(h[k] for k in h if k.startswith('spread')) < cfg.collapse_tol for h in history)
-    save_json(dict(iters=iters, n_images=len(x), steps_per_epoch=steps_per_epoch(len(x), cfg.repeat, cfg.batch_size),
+    save_json(dict(iters=len(history) and history[-1]['iter'] + 1, n_images=len(x), steps_per_epoch=steps_per_epoch(len(x), cfg.repeat, cfg.batch_size),
                    last_losses=loss_summary(history), curve=loss_curve(history), collapsed=collapsed, collapse_steps=collapse_steps,
-                   seconds=round(time.time() - t0, 1), **spreads), run_dir/'train.json')
-    return run_dir
+                   **spreads, **extra), Path(run_dir)/'train.json')
 
 def load_encoder(run_dir, device=None):
     "The trained encoder of a run (eval mode) and its `train.json` record"
