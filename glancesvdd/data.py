@@ -19,10 +19,10 @@ from .core import GlanceSvddError, progress_bar, load_json, save_json, atomic_pa
 
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
-           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'MVTEC_URL', 'MVTEC_SHA256',
-           'MVTEC_ARCHIVE', 'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image', 'load_mask',
-           'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint', 'sha256sum', 'download_file',
-           'download_mvtec', 'CIFAR10OneClass']
+           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL',
+           'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout',
+           'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint',
+           'sha256sum', 'download_file', 'download_mvtec', 'CIFAR10OneClass']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -272,8 +272,22 @@ def _resized(im:Image.Image, size:int|None, filter:str)->Image.Image:
         raise GlanceSvddError(f"unknown resize filter {filter!r}: choose from {', '.join(RESIZE_FILTERS)}")
     return im.resize((size, size), RESIZE_FILTERS[filter]) if size and im.size != (size, size) else im
 
+EIGHT_BIT = ('1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr')   # PIL modes whose values are 0..255
+
+def _eight_bit(im:Image.Image)->Image.Image:
+    "`im` with 8-bit values: as it is; 16-bit integers scaled by 255/65535, floats in [0, 1] by 255; anything else refused by name"
+    if im.mode in EIGHT_BIT: return im
+    name, a = getattr(im, 'filename', '') or 'an image', np.asarray(im)
+    lo, hi = (a.min(), a.max()) if a.size else (0, 0)
+    if im.mode.startswith('I;16') or (im.mode == 'I' and 0 <= lo and hi <= 65535):   # a 16-bit file (PNG, TIFF): its own bit depth
+        return Image.fromarray(np.rint(a.astype(np.float64) * (255 / 65535)).astype(np.uint8), 'L')
+    if im.mode == 'F' and np.isfinite(a).all() and 0 <= lo and hi <= 1:               # a float image in [0, 1]
+        return Image.fromarray(np.rint(a.astype(np.float64) * 255).astype(np.uint8), 'L')
+    raise GlanceSvddError(f"{name}: image mode {im.mode!r} with values {lo}..{hi} cannot be read as an image in [0, 1]: "
+                          "give 8- or 16-bit integers, or floats in [0, 1] (e.g. save it as an 8-bit PNG)")
+
 def _image_tensor(im:Image.Image, size:int|None, filter:str='bicubic')->torch.Tensor:
-    im = _resized(im.convert('RGB'), size, filter)  # grayscale: the channel is replicated (Patch SVDD supp. S3.1); resized as uint8
+    im = _resized(_eight_bit(im).convert('RGB'), size, filter)  # grayscale: the channel is replicated (Patch SVDD supp. S3.1); resized as uint8
     return torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
 def _mask_tensor(im:Image.Image, size:int|None, filter:str='bicubic', threshold:int=128)->torch.Tensor:
@@ -358,7 +372,7 @@ def export_resized(root, category:str, dest, # MVTec-layout source root, categor
         if f.relative_to(src).parts[0] == 'ground_truth':
             a = (_mask_tensor(im, image_size, mask_filter, mask_threshold)[0].numpy() * 255).astype(np.uint8)
             pil = Image.fromarray(a, 'L')
-        else: pil = _resized(im.convert('RGB'), image_size, image_filter)
+        else: pil = _resized(_eight_bit(im).convert('RGB'), image_size, image_filter)
         with atomic_path(target) as tmp: pil.save(tmp, format='PNG')
     return out
 

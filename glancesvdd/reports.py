@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_reports.ipynb #fd1f99ef
 from __future__ import annotations
-import os, re, shutil, subprocess, textwrap, time, warnings
+import json, os, re, shutil, subprocess, textwrap, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +20,13 @@ from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
-           'GLANCE_MEAN_PRO', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'RECORD_FILES', 'display_name',
-           'check_published_means', 'collect_runs', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table',
-           'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result', 'mean_or_none',
-           'glance_table4', 'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure', 'pick_anomalies',
-           'run_samples', 'figures_from_run', 'curves_figure', 'machine', 'git_commit', 'write_record',
-           'architecture_table', 'glance_architecture_tables', 'svdd_architecture_tables', 'run_caveats', 'caveat_note',
-           'render_report']
+           'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'RECORD_FILES',
+           'GLANCE_SCHEDULE', 'display_name', 'check_published_means', 'collect_runs', 'runs_hints', 'config_key',
+           'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table', 'to_markdown', 'tex_escape', 'to_latex',
+           'table_figure', 'render_table', 'find_result', 'mixed_configs', 'mean_or_none', 'glance_table4',
+           'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure', 'pick_anomalies', 'run_samples',
+           'figures_from_run', 'curves_figure', 'machine', 'git_commit', 'write_record', 'architecture_table',
+           'glance_architecture_tables', 'svdd_architecture_tables', 'run_caveats', 'caveat_note', 'render_report']
 
 # %% ../nbs/50_reports.ipynb #f06b7658
 GLANCE_TABLE4_METHODS = ('GeoTrans', 'GANomaly', 'AE', 'ARNet', 'AESc+Stain', 'GLANCE')  # Tab. 4 columns; "Ours" = GLANCE
@@ -104,19 +104,46 @@ def collect_runs(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
         if not re.fullmatch(r'seed\d+', run.name): continue
         try: cfg, metrics = load_json(run/'config.json') if (run/'config.json').exists() else {}, load_json(f)
         except GlanceSvddError as e: warnings.warn(f"run {run} left out of the report: {e}"); continue   # a damaged file: the others go on
+        if not isinstance(metrics, dict) or not isinstance(cfg, dict):
+            warnings.warn(f"run {run} left out of the report: its {'metrics' if not isinstance(metrics, dict) else 'config'}.json holds "
+                          f"a {type(metrics if not isinstance(metrics, dict) else cfg).__name__}, not an object of named values; evaluate the run again")
+            continue
         out.append(dict(method=run.parent.parent.name, category=run.parent.name, seed=int(run.name[4:]),
                     config=cfg, metrics=metrics, path=run))
     return sorted(out, key=lambda r: (r['method'], r['category'], r['seed']))
 
+METRIC_KEYS = ('image_auroc', 'pixel_auroc', 'aupro')   # what a metrics.json holds (30_metrics)
+
+def runs_hints(root=None)->list:
+    "Why a runs folder shows fewer runs than it seems to hold: a run folder given as the root, runs without seed<k>/, unknown metric names"
+    root, hints = runs_root(root), []
+    if not root.exists(): return [f"{root} does not exist"]
+    if (root/'metrics.json').exists() or (root/'config.json').exists():
+        hints.append(f"{root} is a run folder, not a runs root: give the folder that holds <method>/<category>/seed<k>/ "
+                     f"(here probably {root.parents[2] if len(root.parents) > 2 else root.parent})")
+    for f in sorted(root.glob('*/*/metrics.json')):
+        hints.append(f"{f.parent} holds a run outside a seed<k>/ folder (an older layout): move its files into {f.parent/'seed0'}")
+    for r in collect_runs(root):
+        if not any(k in r['metrics'] for k in METRIC_KEYS):
+            hints.append(f"{r['path']/'metrics.json'} names none of {', '.join(METRIC_KEYS)} (it has {', '.join(map(str, r['metrics'])) or 'nothing'}): "
+                         "evaluate the run again to write them")
+    return hints
+
 # %% ../nbs/50_reports.ipynb #869d9dd5
 def _numeric(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+PLUMBING = ('seed', 'device', 'data_root', 'workers', 'pin_memory', 'chunk', 'nn_chunk', 'ckpt_every', 'imagenet_cache', 'cifar_verify')  # change no number
+
+def config_key(cfg:dict)->str:
+    "What a run computes, from its config: every field except the seed and the plumbing, as one string"
+    return json.dumps({k: v for k, v in cfg.items() if k not in PLUMBING}, sort_keys=True, default=str)
+
 def average_seeds(runs:list)->list:
-    "Per (method, category): seeds, first config, `mean` of each numeric metric over seeds, `std` (ddof=1) if >1 seed"
+    "Per (method, category, config but seed): seeds, config, `mean` of each numeric metric over seeds, `std` (ddof=1) if >1 seed"
     groups = {}
-    for r in runs: groups.setdefault((r['method'], r['category']), []).append(r)
+    for r in runs: groups.setdefault((r['method'], r['category'], config_key(r['config'])), []).append(r)
     out = []
-    for (method, category), rs in groups.items():
+    for (method, category, _), rs in groups.items():
         keys = [k for k in rs[0]['metrics'] if all(_numeric(x['metrics'].get(k)) for x in rs)]
         vals = {k: np.array([x['metrics'][k] for x in rs], dtype=np.float64) for k in keys}
         out.append(dict(method=method, category=category, seeds=[x['seed'] for x in rs], config=rs[0]['config'],
@@ -212,8 +239,14 @@ def render_table(rows, columns, path_stem, title:str|None=None, notes=())->list:
 
 # %% ../nbs/50_reports.ipynb #3c05ed74
 def find_result(results:list, method:str, category:str)->dict|None:
-    "The `average_seeds` record of (method, category), or None"
-    return next((r for r in results if r['method'] == method and r['category'] == category), None)
+    "The `average_seeds` record of (method, category) with the most seeds (another config's runs are never averaged in), or None"
+    return max((r for r in results if r['method'] == method and r['category'] == category), key=lambda r: len(r.get('seeds', ())), default=None)
+
+def mixed_configs(results:list)->list:
+    "(method, category, number of configs) wherever runs of one method and category were made with different configs"
+    n = {}
+    for r in results: n[(r['method'], r['category'])] = n.get((r['method'], r['category']), 0) + 1
+    return [(m, c, k) for (m, c), k in sorted(n.items()) if k > 1]
 
 def _ours(results, method, category, key):
     r = find_result(results, method, category)
@@ -243,7 +276,9 @@ def glance_table4(results:list, method:str='glance')->Table:
     return Table('GLANCE supp. Table 4: image-level AUROC on MVTec AD', cols, rows, [
         'Published columns: GLANCE supp. D.1, Table 4 (GeoTrans, GANomaly and AE as reported by ARNet). '
         'Ours: mean over seeds (± std when several).',
-        f'{DASH}: no run for this category. Mean: as printed; ours only once all 15 categories have runs. '
+        f'{DASH}: no run for this category; `glancesvdd batch --methods glance --categories CATEGORY --data ROOT --set '
+        'teacher_weights=FILE,imagenet_dir=DIR` fills it, with the ImageNet ResNet-18 and ImageNet (supp. C.1; data/README.md). '
+        'Mean: as printed; ours only once all 15 categories have runs. '
         'Mean (n/15 with runs): every column averaged over the categories that have runs.'])
 
 # %% ../nbs/50_reports.ipynb #e029d320
@@ -261,7 +296,9 @@ def _s1_notes(results, release)->list:
             'Ours: trained here, mean over seeds (± std). Detection = image AUROC, segmentation = pixel AUROC; Δ = ours − paper.',
             *(f'† {display_name(c)}: {t}.' for c, t in RELEASE_KNOWN_ISSUES.items()),
             *(['*: a checkpoint whose sha256 is not the release\'s (scored with --allow-modified).'] if modified else []),
-            f'{DASH}: no run for this class. Average: as printed; release and ours only once all 15 classes have runs. '
+            f'{DASH}: no run for this class. Release cells are filled by `glancesvdd evaluate svdd --release DIR --categories CLASS --data ROOT`, '
+            'ours by `glancesvdd batch --methods svdd --categories CLASS --data ROOT` (a GPU run: 299 epochs), each for a class whose MVTec AD '
+            'folder is at hand. Average: as printed; release and ours only once all 15 classes have runs. '
             'Average (n/15 with ...): paper and that column averaged over the classes that have such runs.']
 
 def svdd_table_s1(results:list, method:str='svdd', release:str=RELEASE_METHOD)->Table:
@@ -306,7 +343,8 @@ def _s2_value(results, flat, suffixes, metric, flag, prefix):
     "Mean over categories of the first available `metric+suffix` in runs of the right encoder"
     vals = {}
     for r in results:
-        if not r['method'].startswith(prefix) or r['method'] == RELEASE_METHOD or _is_flat(r, flag) != flat or r['category'] in vals: continue
+        if (not r['method'].startswith(prefix) or r['method'] == RELEASE_METHOD or _is_flat(r, flag) != flat or r['category'] in vals
+            or r['category'] not in SVDD_CATEGORIES or r is not find_result(results, r['method'], r['category'])): continue   # MVTec AD's classes only
         key = next((metric + s for s in suffixes if metric + s in r['mean']), None)
         if key is not None: vals[r['category']] = r['mean'][key]
     return (float(np.mean(list(vals.values()))), len(vals)) if vals else (None, 0)
@@ -539,6 +577,8 @@ def svdd_architecture_tables()->dict:
     return dict(svdd_encoder_k32=t32, svdd_encoder_k64=t64)
 
 # %% ../nbs/50_reports.ipynb #25ec775a
+GLANCE_SCHEDULE = (('iters_imagenet', 50_000, 'ImageNet'), ('iters_finetune', 50_000, 'fine-tune'), ('iters', 200_000, 'Stage-B'))  # supp. C.1
+
 def run_caveats(result:dict)->list:
     "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps"
     out = []
@@ -549,10 +589,13 @@ def run_caveats(result:dict)->list:
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')
         if 'steps_per_epoch' in rec and 'epochs' in cfg and rec.get('iters', 0) < (full := (cfg['epochs'] - 1) * rec['steps_per_epoch']):
             out.append(f"{rec['iters']:,} of the official {full:,} training steps")   # Patch SVDD: (epochs - 1) x ceil(100 N / 64)
+        for field, paper, what in GLANCE_SCHEDULE:                                     # GLANCE: supp. C.1's iterations
+            if 'lambda_t' in cfg and not (field == 'iters_imagenet' and rec.get('imagenet') == 'skipped') and cfg.get(field, paper) < paper:
+                out.append(f"{cfg[field]:,} of the paper's {paper:,} {what} iterations")
     return list(dict.fromkeys(out))
 
-def _run_list(results)->str:
-    if not results: return 'No finished runs yet: the tables show the published numbers alone.\n'
+def _run_list(results, hints=())->str:
+    if not results: return 'No finished runs yet: the tables show the published numbers alone.\n' + ''.join(f'\n- {h}' for h in hints) + ('\n' if hints else '')
     rows = [[r['method'], display_name(r['category']), ', '.join(map(str, r['seeds'])),
              *(fmt_ours(r, k) for k in _METRICS), '; '.join(run_caveats(r)) or DASH]
             for r in sorted(results, key=lambda r: (r['method'], _order(r['category'])))]
@@ -561,7 +604,10 @@ def _run_list(results)->str:
 def caveat_note(results:list)->str|None:
     "One note naming every run whose numbers come from a schedule other than the paper's, or None"
     marked = [f"{r['method']} {display_name(r['category'])} ({'; '.join(c)})" for r in results if (c := run_caveats(r))]
-    return 'Not the paper\'s schedule: ' + ', '.join(marked) + '.' if marked else None
+    mixed = [f"{m} {display_name(c)} ({k} configs)" for m, c, k in mixed_configs(results)]
+    return ' '.join((['Not the paper\'s schedule: ' + ', '.join(marked) + '.'] if marked else []) +
+                    (['Runs of one category made with different configs are never averaged together; the tables show the config with '
+                      'the most seeds, the run list all of them: ' + ', '.join(mixed) + '.'] if mixed else [])) or None
 
 # %% ../nbs/50_reports.ipynb #a55e7094
 def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
@@ -569,7 +615,9 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
                   per_figure:int=5)->list: # Patch SVDD classes per combined figure
     "Tables, figures and an index.md for whatever runs exist under `root`; returns the files written"
     out_dir, results = Path(out_dir), average_seeds(collect_runs(root))
-    files, index = [], [f'# glancesvdd report\n\nRuns under `{runs_root(root)}`:\n', _run_list(results), '## Tables\n']
+    hints = runs_hints(root)
+    for h in hints: warnings.warn(h)
+    files, index = [], [f'# glancesvdd report\n\nRuns under `{runs_root(root)}`:\n', _run_list(results, hints), '## Tables\n']
     tables = dict(**glance_architecture_tables(), **svdd_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
                   svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results))
     for stems, methods in ((('glance_table4',), ('glance',)), (('svdd_table_s1', 'svdd_table_s2'), ('svdd',)), (('comparison',), ('glance', 'svdd'))):
