@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test nbtest pytest export clean-nbs docs gpu-check screenshot browser
+.PHONY: demo test nbtest pytest export clean-nbs docs notebooks gpu-check screenshot browser
 
 $(STAMP): requirements.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP) browser
 
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+# The library notebooks executed and written back with their outputs (what GitHub shows), then cleaned of metadata
+notebooks: $(STAMP)
+	$(BIN)/python -c "import sys; from glancesvdd.docs import refresh_outputs; sys.exit(any(e for _, e in refresh_outputs()))"
+	$(BIN)/nbdev_clean
 
 # The notebooks, executed with their widget state, as a static HTML site in docs/_site (no Quarto; needs node + npm)
 docs: $(STAMP)

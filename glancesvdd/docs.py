@@ -20,7 +20,8 @@ from .core import GlanceSvddError, atomic_path
 
 # %% auto #0
 __all__ = ['SKIP_FLAGS', 'STATIC', 'FONTS', 'TEMPLATE', 'NOTES', 'INDEX', 'find_pages', 'nb_title', 'docs_view', 'skip_cell',
-           'execute_nb', 'npm_install', 'copy_static', 'render_page', 'build_page', 'write_index', 'build_docs']
+           'execute_nb', 'npm_install', 'copy_static', 'render_page', 'build_page', 'write_index', 'build_docs',
+           'refresh_outputs']
 
 # %% ../nbs/55_docs.ipynb #d2d64c88
 def _page(rel:Path)->Path:
@@ -250,3 +251,18 @@ def build_docs(nbs='nbs', # notebook folder
     failed = [r for r in results if r['status'] == 'failed']
     if progress: print(f"{len(results) - len(failed)} of {len(results)} pages built" + (f", {len(failed)} failed" if failed else '') + f": {index}")
     return results
+
+# %% ../nbs/55_docs.ipynb #d2486d5c
+def refresh_outputs(nbs='nbs', # notebook folder
+                    notebooks=None, # only these (e.g. ['10_local_net']); default: every library notebook
+                    timeout:int=600, skip_flags=SKIP_FLAGS, progress:bool=True)->list:
+    "Execute the library notebooks and write each back with its outputs; returns the (notebook, error or None) pairs"
+    out = []
+    for rec in (r for r in find_pages(nbs, runs=Path(nbs)/'.no-runs', notebooks=notebooks) if r['kind'] == 'library'):
+        nb = nbformat.read(rec['src'], as_version=4)
+        t = time.time(); error = execute_nb(nb, rec['src'].parent, timeout, skip_flags)
+        if error is None:
+            with atomic_path(rec['src']) as tmp: nbformat.write(nb, tmp)
+        out.append((rec['src'], error))
+        if progress: print(f"{rec['src']}: {'outputs written' if error is None else 'NOT written: ' + error} ({time.time() - t:.0f} s)")
+    return out
