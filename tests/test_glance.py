@@ -138,6 +138,24 @@ def test_trained_beats_untrained(root, trained, tmp_path):
     assert res['trained'][1] >= res['untrained'][1] + 0.05, res
 
 
+@torch.no_grad()
+def test_stage_b_global_net_sees_only_the_context(root, trained):
+    """In Stage B's batches the Global-Net reads the image around the patch and nothing of the patch itself: noise painted into
+    the holes leaves Z_g exactly unchanged, noise outside them changes it. A hole that leaks (a mask without the hole, a partial
+    convolution that does not mask its input) fails the first half; a Global-Net blind to its input fails the second."""
+    from glancesvdd.data import load_split
+    from glancesvdd.glance.train import StainedPairs, global_features, load_glance, _stains
+    cfg, run = trained
+    _, G, _ = load_glance(run, 'cpu')
+    images = load_split(root, 'gravel', 'train', progress=False)['images']
+    b = StainedPairs(images, 8, 0, cfg.patch_size, **_stains(cfg))[3]
+    noise = torch.rand_like(b['x'])
+    z = global_features(G, b['x'], b['mask'])
+    assert torch.equal(global_features(G, b['x'] * b['mask'] + noise * (1 - b['mask']), b['mask']), z)   # inside the holes
+    assert (global_features(G, b['x'] * (1 - b['mask']) + noise * b['mask'], b['mask']) - z).abs().max() > 1e-3   # around them
+    assert (b['mask'] == 0).sum() == 8 * cfg.patch_size ** 2                                        # one 33 x 33 hole per image
+
+
 def test_teacher_errors(tmp_path, monkeypatch):
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path/'other.pth')
     with pytest.raises(GlanceSvddError, match='not a torchvision ResNet-18'): load_teacher(str(tmp_path/'other.pth'))
