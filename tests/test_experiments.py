@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 import torch
 
 from glancesvdd.core import load_json
@@ -35,8 +36,12 @@ def test_cli_train_evaluate_writes_the_run_folder(trained, method):
     for f in ('config.json', 'scores.npz', 'metrics.json', f'train_{method}.ipynb', 'evaluate.ipynb', f'train_{method}.log'):
         assert (run/f).exists(), f
     m = load_json(run/'metrics.json')
-    assert all(0 <= m[k] <= 1 for k in ('image_auroc', 'pixel_auroc', 'aupro'))
-    assert m['n_images'] == 7 and m['n_anomalous'] == 5
+    with np.load(run/'scores.npz') as s:   # the metrics are those of the run's own scores, computed apart by scikit-learn
+        assert m['image_auroc'] == pytest.approx(roc_auc_score(s['labels'], s['image_scores']), abs=1e-12)
+        assert m['pixel_auroc'] == pytest.approx(roc_auc_score(s['masks'].ravel(), s['maps'].ravel()), abs=1e-9)
+        assert np.array_equal(s['image_scores'], s['maps'].reshape(len(s['maps']), -1).max(1))   # image score = max of its map
+        assert s['labels'].tolist() == [int(d != 'good') for d in s['defects']]
+    assert 0 < m['aupro'] < 1 and m['n_images'] == 7 and m['n_anomalous'] == 5
     assert load_json(run/'config.json')['category'] == 'brick'
     if method == 'svdd': assert {'image_auroc_k64', 'image_auroc_k32'} <= set(m)
     log = (run/f'train_{method}.log').read_text()   # the training bar, as text (00_core: GLANCESVDD_PROGRESS=log)

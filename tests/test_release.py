@@ -134,9 +134,21 @@ def test_release_run_folder(release_runs, category):
     cfg, m = load_json(run/'config.json'), load_json(run/'metrics.json')
     assert (cfg['method'], cfg['sha256'], cfg['modified'], cfg['category']) == ('svdd-release', RELEASE_SHA256[category], False, category)
     assert cfg['checkpoint'].endswith(f'ckpts/{category}/enchier.pkl') and cfg['image_size'] == 256
-    assert m['sha256'] == RELEASE_SHA256[category] and m['collapsed'] is False and 0 <= m['image_auroc'] <= 1
+    assert m['sha256'] == RELEASE_SHA256[category] and m['collapsed'] is False
     assert {'image_auroc_k64', 'pixel_auroc_k32', 'aupro'} <= set(m) and m['n_images'] == 3
-    with np.load(run/'scores.npz') as s: assert s['maps'].shape == (3, 256, 256) and len(s['bank_paths']) == 3
+    with np.load(run/'scores.npz') as s: scores = dict(s)
+    assert scores['maps'].shape == (3, 256, 256) and len(scores['bank_paths']) == 3
+    # the route's scores are the library's own on the same images, computed apart from the notebooks and the command
+    from glancesvdd.data import load_split
+    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.infer import build_bank, score_images
+    data = release_runs[0]/cfg['data_root']          # relative to the folder the command ran in
+    enc = load_official_encoder(FIX/f'{category}_enchier.pkl')
+    train, test = (load_split(data, category, sp, progress=False) for sp in ('train', 'test'))
+    out = score_images(enc, test['images'], build_bank(enc, train['images']), device='cpu')
+    np.testing.assert_allclose(scores['image_scores'], out['image_scores'].numpy(), rtol=1e-5)
+    from sklearn.metrics import roc_auc_score
+    assert m['image_auroc'] == pytest.approx(roc_auc_score(test['labels'], out['image_scores']), abs=1e-9)
 
 
 def test_report_and_explorer_open_the_release_runs(release_runs):
