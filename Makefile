@@ -30,7 +30,7 @@ browser:
 
 # Sync/clean check (tests/test_nbdev_sync.py), notebook checks (nbdev_test), then pytest (the live browser test included).
 test: $(STAMP) browser
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --flags slow
 	$(BIN)/python -m pytest tests -q -ra
 
 export: $(STAMP)

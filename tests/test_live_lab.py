@@ -23,13 +23,19 @@ FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
 WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
 pytestmark = pytest.mark.slow
 
+REQUIRE = os.environ.get('GLANCESVDD_REQUIRE_BROWSER') == '1'   # set by .ci/run: there a missing browser is a failure, not a skip
+
+def _missing(why):
+    if REQUIRE: pytest.fail(f"{why}, and GLANCESVDD_REQUIRE_BROWSER=1 asks for the live test: {INSTALL}")
+    pytest.skip(f"{why}: {INSTALL}")
+
 def _browser_paths():
-    "Debian's chromium and chromedriver, and selenium; or skip saying how to install them"
+    "Debian's chromium and chromedriver, and selenium; or skip saying how to install them (fail where they are required)"
     exe = shutil.which('chromium') or shutil.which('chromium-browser')
     driver = shutil.which('chromedriver') or ('/usr/bin/chromedriver' if Path('/usr/bin/chromedriver').exists() else None)
-    if not (exe and driver): pytest.skip(f"no chromium or chromedriver on this machine: {INSTALL}")
+    if not (exe and driver): _missing("no chromium or chromedriver on this machine")
     try: import selenium  # noqa: F401
-    except ImportError: pytest.skip(f"selenium is not installed: {INSTALL}")
+    except ImportError: _missing("selenium is not installed")
     return exe, driver
 
 def _free_port()->int:
