@@ -94,12 +94,13 @@ def test_ctrl_c_stops_the_running_kernels(tmp_path):
         time.sleep(0.1)
     kernels = [json.loads(f.read_text())['pid'] for f in started()]
     p.send_signal(signal.SIGINT); t1 = time.time()
-    out, err = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=280)                  # the runs sleep 300 s: any wait for them would pass this
     assert p.returncode == 130 and out.strip() == 'interrupted', (out, err[-2000:])
-    assert time.time() - t1 < 30, 'the batch waited for its runs instead of stopping them'
-    time.sleep(0.5)
-    for pid in kernels:                                    # the kernels are gone (a zombie would still show in /proc: reaped here)
-        assert not Path(f'/proc/{pid}').exists() or 'zombie' in Path(f'/proc/{pid}/status').read_text().lower(), pid
+    assert time.time() - t1 < 150, 'the batch waited for its runs instead of stopping them'   # 5x the 30 s seen on a loaded machine
+    gone = lambda pid: not Path(f'/proc/{pid}').exists() or 'zombie' in Path(f'/proc/{pid}/status').read_text().lower()
+    t2 = time.time()
+    while not all(map(gone, kernels)) and time.time() - t2 < 60: time.sleep(0.2)   # the kernels go (a zombie still shows in /proc)
+    assert all(map(gone, kernels)), kernels
     assert len(started()) == 2                             # no run started after Ctrl-C
     assert not (runs/'batch_summary.json').exists()        # the stopped runs are not reported failed: they stay to run again
     assert not list(runs.glob('toy/*/seed0/metrics.json'))
