@@ -262,9 +262,8 @@ def _search(ix, q, exact, slack, max_pairs, threads, bisectors):
             d2 = torch.addmm(ix['r2'][bs[b]:be[b]][None], v, (x - ix['centres'][bc[b]]).T, alpha=-2)   # ||q - x||^2 - ||v||^2, expanded
             err = (2 * qd.shape[1] + 8) * EPS64 * (v.norm(dim=1) + ix['rmax'][b]) ** 2                 # its float64 error, per query
             i, j = (d2 <= (d2.amin(1) + 2 * err)[:, None]).nonzero(as_tuple=True)                      # every row that may be nearest
-            dd = (qd[qi][i] - x[j]).pow_(2).sum(1)                                                     # measured by differences
-            m = torch.full((len(qi),), math.inf, dtype=torch.float64).scatter_reduce(0, i, dd, 'amin')
-            a = torch.zeros(len(qi), dtype=torch.long); win = dd == m[i]; a[i[win]] = j[win]
+            m, a = torch.full((len(qi),), math.inf, dtype=torch.float64), torch.zeros(len(qi), dtype=torch.long)
+            _direct_min(qd[qi], x, i, j, m, a)                             # measured by differences, a bounded chunk of pairs at a time
             out.append((m, a + bs[b]))
         return out
 
