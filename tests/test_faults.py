@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glancesvdd.core import load_json
+from glancesvdd.core import load_json, load_torch
 from glancesvdd.data import make_synthetic_mvtec, load_split
 
 from command import BIN, run_command
@@ -48,7 +48,7 @@ def md5s(root)->dict:
             if p.is_file() and p.suffix in ('.pt', '.json', '.npz') and p.name != 'batch_summary.json'}
 
 def weights(f):
-    ck = torch.load(f, weights_only=False)
+    ck = load_torch(f)
     return torch.cat([v.float().reshape(-1) for k in sorted(ck['encoder']) for v in [ck['encoder'][k]]])
 
 @pytest.fixture(scope='module')
