@@ -24,12 +24,12 @@ __all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLUR
 METHODS = ('glance', 'svdd')
 
 def experiments_dir()->Path:
-    "The folder of the experiment notebooks (`nbs/experiments` of the source checkout)"
-    d = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
-    if not d.is_dir():
-        raise GlanceSvddError(f"experiment notebooks not found at {d}: papermill runs need the source checkout "
-                              "(git clone, then `pip install -e .`)")
-    return d
+    "The folder of the experiment notebooks: `glancesvdd/experiments` of an installed wheel, else `nbs/experiments` of the source checkout"
+    here = Path(__file__).resolve().parent
+    found = [d for d in (here/'experiments', here.parent/'nbs'/'experiments') if d.is_dir()]
+    if not found: raise GlanceSvddError(f"experiment notebooks not found in {here/'experiments'} (a wheel's) or {here.parent/'nbs'/'experiments'} "
+                                        "(a source checkout's): reinstall glancesvdd, or `pip install -e .` in a clone of its repository")
+    return found[0]
 
 # %% ../nbs/60_batch.ipynb #78fc7ff7
 def method_api(method:str)->dict:
