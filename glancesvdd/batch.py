@@ -33,15 +33,17 @@ def experiments_dir()->Path:
 
 # %% ../nbs/60_batch.ipynb #78fc7ff7
 def method_api(method:str)->dict:
-    "The config class, smoke sizing, training and inference entry points of `method`"
+    "The config class, smoke sizing, training and inference entry points of `method`, and its scoring of any images (60a_predict)"
     if method == 'svdd':
         from glancesvdd.svdd.train import SvddConfig, smoke_config, train_svdd
-        from glancesvdd.svdd.infer import infer_svdd
-        return dict(config=SvddConfig, smoke=smoke_config, train=train_svdd, infer=infer_svdd)
+        from glancesvdd.svdd.infer import infer_svdd, infer_images, training_scores
+        return dict(config=SvddConfig, smoke=smoke_config, train=train_svdd, infer=infer_svdd, infer_images=infer_images,
+                    training_scores=training_scores)
     if method == 'glance':
         from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
-        from glancesvdd.glance.infer import infer_glance
-        return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance)
+        from glancesvdd.glance.infer import infer_glance, infer_images, training_scores
+        return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance, infer_images=infer_images,
+                    training_scores=training_scores)
     raise GlanceSvddError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
 JOB_FIELDS = ('category', 'seed', 'data_root', 'device')  # declared notebook parameters that are config fields too

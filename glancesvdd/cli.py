@@ -15,8 +15,8 @@ import glancesvdd   # the package alone: the library (torch, papermill) is impor
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'parse_methods', 'parse_categories',
-           'parse_overrides', 'download', 'train', 'evaluate', 'release_jobs', 'evaluate_release', 'parse_slurm',
-           'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'parser', 'main']
+           'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs', 'evaluate_release',
+           'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'parser', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def parse_methods(methods:str)->list:
@@ -73,14 +73,18 @@ def parse_overrides(text:str|None, methods:list)->tuple:
 # %% ../nbs/61_cli.ipynb #caf02696
 MODEL_FILE = dict(svdd='model.pt', glance='glance.pt')   # the trained model `evaluate` needs
 
-def _run_step(name:str, job, force:bool=False):
-    from glancesvdd.batch import prepare_run, run_notebook
+def _check_trained(job):
+    "Refuse a run folder without a trained model (for evaluate and predict)"
     from glancesvdd.core import GlanceSvddError
-    from glancesvdd.runs import run_lock
-    model = job.run_dir/MODEL_FILE.get(job.method, '')
-    if name == 'evaluate' and job.method in MODEL_FILE and not model.is_file():
+    model = job.run_dir/MODEL_FILE[job.method]
+    if not model.is_file():
         raise GlanceSvddError(f"no trained model at {model}: train it first (`glancesvdd train {job.method} {job.category}` with the "
                               "same --data, --runs, --seed and --set); nothing was written")
+
+def _run_step(name:str, job, force:bool=False):
+    from glancesvdd.batch import prepare_run, run_notebook
+    from glancesvdd.runs import run_lock
+    if name == 'evaluate': _check_trained(job)
     with run_lock(job.run_dir):   # a second process in the same run folder is refused
         prepare_run(job, force)   # a folder made with another config is refused here, before anything is written
         out, log = run_notebook(name, job)   # a failed cell or a dead kernel: one message with the notebook and its log
@@ -161,6 +165,38 @@ def evaluate(method:Param("glance or svdd", str),
                                 force, parse_slurm(slurm, slurm_config), workers)
     if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
+
+# %% ../nbs/61_cli.ipynb #2053d6c4
+@call_parse
+def predict(method:Param("glance or svdd", str),
+            category:Param("the run's category", str),
+            images:Param("image files, or folders of images (subfolders included)", str, nargs='+'),
+            out:Param("folder for the overlays and predictions.json", str)='predictions',
+            data:Param("MVTec AD root: the run's training images set its threshold", str)='data/mvtec_ad',
+            runs:Param("runs root", str)='runs',
+            device:Param("auto, cpu, cuda, cuda:1 ...", str)='auto',
+            seed:Param("seed", int)=0,
+            smoke:Param("the run was trained with --smoke", store_true)=False,
+            set:Param("config fields, as given to train", str)=None,
+            release:Param("svdd: the official release's encoder of CATEGORY in this folder (ckpts/<category>/enchier.pkl) instead of a trained run", str)=None,
+            allow_modified:Param("with --release: use a file whose sha256 is not the release's (also --allow-modified)", store_true)=False):
+    "Score new images with a trained run (or a released encoder): each image's score, its verdict against the run's threshold, an overlay"
+    from glancesvdd.batch import method_config, prepare_run
+    from glancesvdd.core import GlanceSvddError
+    from glancesvdd.predict import predict_images, prediction_table
+    from glancesvdd.runs import run_lock
+    from glancesvdd.svdd.release import prepare_release_run
+    job = _job(method, category, data, runs, device, seed, smoke, set)
+    if release is None: _check_trained(job)
+    elif method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `predict svdd --release`, not {method!r}")
+    else: job = release_jobs(release, category, data, runs, device, seed, set, allow_modified)[0]
+    cfg = method_config('svdd', job.parameters) if release else method_config(method, job.parameters)
+    with run_lock(job.run_dir):
+        if release is None: prepare_run(job)   # a run folder made with another config is refused
+        else: prepare_release_run(cfg, release, job.run_dir, allow_modified)
+        result = predict_images(method, cfg, job.run_dir, images, out, progress=True)
+    print(prediction_table(result))
+    print(f"overlays and predictions.json in {out}")
 
 # %% ../nbs/61_cli.ipynb #849dd9ef
 def release_jobs(release:str, categories:str, data:str, runs:str, device:str='auto', seed:int=0, overrides=None,
@@ -319,7 +355,7 @@ def docs(out:Param("the site folder", str)='docs/_site',
                                      f"their errors are on {Path(out)/'index.html'}, the other pages are built")
 
 # %% ../nbs/61_cli.ipynb #887d0454
-COMMANDS = dict(download=download, train=train, evaluate=evaluate, batch=batch_cmd, report=report, demo=demo, docs=docs)
+COMMANDS = dict(download=download, train=train, evaluate=evaluate, predict=predict, batch=batch_cmd, report=report, demo=demo, docs=docs)
 _ALIASES = {'--from': '--from_dir', '--allow-modified': '--allow_modified', '--slurm-config': '--slurm_config'}  # spellings a Python name cannot have
 
 def _alias(arg:str)->str:

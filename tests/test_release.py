@@ -163,3 +163,17 @@ def test_committed_figures_are_current(tmp_path):
         assert (committed/f.name).exists(), f"figures/{f.name} is missing: run `glancesvdd report --out figures` (no runs/)"
         assert (committed/f.name).read_text() == new, f"figures/{f.name} is stale: run `glancesvdd report --out figures` (no runs/)"
     assert (committed/'README.md').exists()
+
+
+def test_predict_with_a_released_encoder(tmp_path):
+    "Issue 24: `predict svdd --release` makes the release's run folder (sha256 checked), sets its threshold, gives a verdict per image"
+    synthetic_mvtec(tmp_path/'data'); rel = fake_release(tmp_path/'rel', ('bottle',))
+    args = ('predict', 'svdd', 'bottle', 'data/bottle/test', '--release', rel, '--data', 'data', '--out', 'pred')
+    _, out = cli(*args, '--runs', 'runs', cwd=tmp_path)
+    run, res = tmp_path/'runs'/'svdd-release'/'bottle'/'seed0', load_json(tmp_path/'pred'/'predictions.json')
+    assert len(res['images']) == 3 and all((tmp_path/'pred'/r['overlay']).is_file() for r in res['images'])
+    assert {'model.pt', 'bank.pt', 'train.json', 'threshold.json'} <= {p.name for p in run.iterdir()}
+    assert load_json(run/'config.json')['sha256'] == RELEASE_SHA256['bottle'] and 'normal training images' in out
+    with open(release_checkpoint(rel, 'bottle'), 'ab') as f: f.write(b'\0')       # not the released bytes
+    rc, out = cli(*args, '--runs', 'runs2', cwd=tmp_path, check=False)
+    assert rc == 2 and 'is not the release' in out and 'Traceback' not in out and not (tmp_path/'runs2').exists(), out
