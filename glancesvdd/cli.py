@@ -370,7 +370,8 @@ def _version()->str:
 def parser()->argparse.ArgumentParser:
     "The `glancesvdd` command: one sub-command per `COMMANDS` entry, whose options fastcore reads from the function's signature"
     p = argparse.ArgumentParser(prog='glancesvdd', description="GLANCE and Patch SVDD: the papers' experiments from a shell",
-                                epilog='`glancesvdd COMMAND -h` shows the options of COMMAND')
+                                epilog='`glancesvdd COMMAND -h` shows the options of COMMAND',
+                                formatter_class=argparse.RawDescriptionHelpFormatter)   # raw: --version on one line, however long its path
     p.add_argument('--version', action='version', version=_version())
     sub = p.add_subparsers(title='commands', dest='command', metavar='COMMAND', required=True)
     for name, f in COMMANDS.items():
