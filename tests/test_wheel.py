@@ -1,9 +1,9 @@
 """Issue 24: the wheel. Built from the checkout's files (what git tracks, and new files it does not ignore) and installed into a
 fresh venv, it runs the command from a folder outside the checkout: `--version` and `--help`, then train, evaluate and predict on
 a tiny synthetic category, through the experiment notebooks the wheel carries. The venv takes its dependencies from this
-environment (a .pth file names its site-packages, after the venv's own: installing torch again would take minutes and, offline,
+environment (a .pth file names the site-packages folders it sees, after the venv's own: installing torch again would take minutes and, offline,
 fail); glancesvdd itself comes only from the wheel, and PYTHONPATH is cleared."""
-import os, shutil, subprocess, sys, sysconfig, time, zipfile
+import os, shutil, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     venv = tmp_path/'venv'
     run(sys.executable, '-m', 'venv', venv)
     site = Path(run(venv/'bin'/'python', '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])').stdout.strip())
-    (site/'dependencies.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    (site/'dependencies.pth').write_text(''.join(f'{p}\n' for p in sys.path if Path(p).name == 'site-packages'))   # this environment's packages
     run(venv/'bin'/'python', '-m', 'pip', 'install', '-q', '--no-deps', '--no-index', wheel)
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | dict(PATH=f"{venv/'bin'}{os.pathsep}{os.environ['PATH']}")
     work = tmp_path/'work'; work.mkdir()
