@@ -5,7 +5,6 @@
 # %% ../../nbs/20_svdd_encoder.ipynb #5e3dd89c
 from __future__ import annotations
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
