@@ -87,13 +87,13 @@ def test_bad_input_one_message_and_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_release_on_slurm_gets_the_settings(tmp_path, capsys, monkeypatch):
     "evaluate --release --executor slurm hands --slurm and --slurm-config to batch, as `glancesvdd batch` does"
-    import glancesvdd.cli as C
+    import glancesvdd.batch as B
     monkeypatch.chdir(tmp_path); synthetic_mvtec(tmp_path/'data'); fake_release(tmp_path/'rel')
     seen = {}
     def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
         seen.update(executor=executor, slurm=slurm, categories=[j.category for j in jobs], workers=kw.get('workers'))
         return [dict(method=j.method, category=j.category, seed=j.seed, status='submitted') for j in jobs]
-    monkeypatch.setattr(C, 'batch', fake_batch)
+    monkeypatch.setattr(B, 'batch', fake_batch)   # the command imports batch() when it runs
     (tmp_path/'slurm.json').write_text('{"partition": "gpu", "timeout_min": 60}')
     rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle,wood', '--data', 'data', '--executor', 'slurm',
                        '--slurm-config', 'slurm.json', '--slurm', 'timeout_min=30,gpus_per_node=1', capsys=capsys)
