@@ -12,7 +12,9 @@ setup(
     author=cfg['author'], author_email=cfg['author_email'], license='Apache-2.0',
     url=cfg['git_url'], keywords=cfg['keywords'].split(),
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
-    packages=find_packages(include=['glancesvdd', 'glancesvdd.*']), include_package_data=True,
+    packages=find_packages(include=['glancesvdd', 'glancesvdd.*']) + ['glancesvdd.experiments'], include_package_data=True,
+    package_dir={'glancesvdd.experiments': 'nbs/experiments'},  # the papermill notebooks the command runs (60_batch), in the wheel
+    package_data={'glancesvdd.experiments': ['*.ipynb']},
     python_requires=f">={cfg['min_python']}", install_requires=cfg['requirements'].split(),
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
     classifiers=['Programming Language :: Python :: 3.11', 'Intended Audience :: Science/Research',

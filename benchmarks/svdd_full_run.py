@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
 import torch
 
-from glancesvdd.core import save_json, load_json
+from glancesvdd.core import save_json, load_json, load_torch
 from glancesvdd.data import fingerprint
 from glancesvdd.runs import run_path, latest_checkpoint
 from glancesvdd.svdd.train import SvddConfig, train_svdd, n_iters, steps_per_epoch, make_trainer, save_trained, mean_image, standardise
@@ -76,7 +76,7 @@ def main(argv=None):
     run, out = run_path('svdd', a.category, cfg.seed, a.runs), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.resume:
-        ck = torch.load(a.resume, map_location='cpu', weights_only=False)
+        ck = load_torch(a.resume)
         if ck.get('config') != json.loads(json.dumps(asdict(cfg))):
             sys.exit(f"{a.resume} was made with another config: {ck.get('config')}; this call's: {asdict(cfg)}")
         (run/'checkpoints').mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def main(argv=None):
         torch.save(ck['checkpoint'], run/'checkpoints'/f"iter_{ck['checkpoint']['iter']:08d}.pt")
     n_train = len(list((Path(a.data)/a.category/'train'/'good').iterdir()))
     total = n_iters(cfg, n_train)
-    start = (latest_checkpoint(run/'checkpoints') and torch.load(latest_checkpoint(run/'checkpoints'), map_location='cpu', weights_only=False)['iter']) or 0
+    start = (latest_checkpoint(run/'checkpoints') and load_torch(latest_checkpoint(run/'checkpoints'))['iter']) or 0
     def stop(signum, frame): raise Deadline
     signal.signal(signal.SIGALRM, stop); signal.setitimer(signal.ITIMER_REAL, a.until)
     t0, finished = time.time(), False
@@ -95,7 +95,7 @@ def main(argv=None):
     finally: signal.setitimer(signal.ITIMER_REAL, 0)
     seconds = time.time() - t0
     ck_file = latest_checkpoint(run/'checkpoints')
-    done = torch.load(ck_file, map_location='cpu', weights_only=False)['iter'] if ck_file else 0
+    done = load_torch(ck_file)['iter'] if ck_file else 0
     rec = dict(category=a.category, config=asdict(cfg), schedule_steps=total, epochs_of_schedule=cfg.epochs - 1,
                steps_per_epoch=steps_per_epoch(n_train, cfg.repeat, cfg.batch_size), steps_done=done, steps_this_call=done - start,
                seconds_this_call=round(seconds, 1), s_per_step_this_call=seconds / max(done - start, 1), finished=finished,
@@ -109,7 +109,7 @@ def main(argv=None):
         for f in ('config.json', 'train.json', 'metrics.json'):
             if (run/f).exists(): shutil.copy(run/f, out/f)
     elif ck_file:
-        torch.save(dict(config=json.loads(json.dumps(asdict(cfg))), checkpoint=torch.load(ck_file, map_location='cpu', weights_only=False)),
+        torch.save(dict(config=json.loads(json.dumps(asdict(cfg))), checkpoint=load_torch(ck_file)),
                    out/'resume.pt')
     save_json(rec, out/'progress.json')
     print(json.dumps({k: v for k, v in rec.items() if k not in ('config',)}, indent=1, default=str), flush=True)

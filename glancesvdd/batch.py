@@ -24,24 +24,26 @@ __all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLUR
 METHODS = ('glance', 'svdd')
 
 def experiments_dir()->Path:
-    "The folder of the experiment notebooks (`nbs/experiments` of the source checkout)"
-    d = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
-    if not d.is_dir():
-        raise GlanceSvddError(f"experiment notebooks not found at {d}: papermill runs need the source checkout "
-                              "(git clone, then `pip install -e .`)")
-    return d
+    "The folder of the experiment notebooks: `glancesvdd/experiments` of an installed wheel, else `nbs/experiments` of the source checkout"
+    here = Path(__file__).resolve().parent
+    found = [d for d in (here/'experiments', here.parent/'nbs'/'experiments') if d.is_dir()]
+    if not found: raise GlanceSvddError(f"experiment notebooks not found in {here/'experiments'} (a wheel's) or {here.parent/'nbs'/'experiments'} "
+                                        "(a source checkout's): reinstall glancesvdd, or `pip install -e .` in a clone of its repository")
+    return found[0]
 
 # %% ../nbs/60_batch.ipynb #78fc7ff7
 def method_api(method:str)->dict:
-    "The config class, smoke sizing, training and inference entry points of `method`"
+    "The config class, smoke sizing, training and inference entry points of `method`, and its scoring of any images (60a_predict)"
     if method == 'svdd':
         from glancesvdd.svdd.train import SvddConfig, smoke_config, train_svdd
-        from glancesvdd.svdd.infer import infer_svdd
-        return dict(config=SvddConfig, smoke=smoke_config, train=train_svdd, infer=infer_svdd)
+        from glancesvdd.svdd.infer import infer_svdd, infer_images, training_scores
+        return dict(config=SvddConfig, smoke=smoke_config, train=train_svdd, infer=infer_svdd, infer_images=infer_images,
+                    training_scores=training_scores)
     if method == 'glance':
         from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
-        from glancesvdd.glance.infer import infer_glance
-        return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance)
+        from glancesvdd.glance.infer import infer_glance, infer_images, training_scores
+        return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance, infer_images=infer_images,
+                    training_scores=training_scores)
     raise GlanceSvddError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
 JOB_FIELDS = ('category', 'seed', 'data_root', 'device')  # declared notebook parameters that are config fields too

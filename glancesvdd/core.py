@@ -302,17 +302,29 @@ def save_torch(obj, path):
     "`torch.save` to `path`, atomically"
     with atomic_path(path) as tmp: torch.save(obj, tmp)
 
-def load_torch(path, map_location='cpu', weights_only:bool=False,
+_NUMPY_ARRAYS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype,   # numpy's array unpickler, its array and dtype classes ...
+                *{type(np.dtype(c)) for c in '?' + np.typecodes['AllInteger'] + np.typecodes['AllFloat']}]   # ... for numbers only
+
+def _reason(e:Exception)->str:
+    "torch.load's reason in one line, without its advice to load with weights_only=False"
+    advice = ('Weights only load failed', 'Please file an issue', 'Check the documentation', '(1)', '(2)')
+    lines = [l.strip() for l in str(e).splitlines() if l.strip() and not l.strip().startswith(advice)]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+def load_torch(path, map_location='cpu',
                what:str='checkpoint', # what the file should be, for the messages
                hint:str='delete it to start from the previous one'): # what to do about a damaged one
-    "`torch.load` with a clear error for a missing, misplaced or damaged file"
+    "`torch.load(weights_only=True)`, numpy arrays of numbers allowed, with a clear error for a missing, misplaced, damaged or unsafe file"
     path = Path(path)
     if not path.exists(): raise GlanceSvddError(f"{what} {path} does not exist")
     if path.is_dir(): raise GlanceSvddError(f"{what} {path} is a folder, not a file")
-    try: return torch.load(path, map_location=map_location, weights_only=weights_only)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAYS): return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise GlanceSvddError(f"{what} {path} is damaged or not a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                              f"{hint}") from None
+        if m := re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(e)):   # a class the allowlist does not name
+            raise GlanceSvddError(f"{what} {path} holds a Python object ({m[1] or m[2]}) besides tensors, numbers, strings and "
+                                  f"numpy arrays: glancesvdd refuses to unpickle it, since loading it could run any code; {hint}") from None
+        raise GlanceSvddError(f"{what} {path} is damaged or not a PyTorch file ({_reason(e)}); {hint}") from None
 
 # %% ../nbs/00_core.ipynb #65d193cd
 def save_npz(path, **arrays):

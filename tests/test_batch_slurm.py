@@ -158,7 +158,7 @@ def test_cli_passes_cluster_settings(data, tmp_path, monkeypatch):
     got = {}
     def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
         got.update(jobs=jobs, executor=executor, slurm=slurm, workers=kw.get('workers')); return []
-    monkeypatch.setattr(cli, 'batch', fake_batch)
+    monkeypatch.setattr(B, 'batch', fake_batch)   # the command imports batch() when it runs
     (tmp_path/'cluster.yaml').write_text('partition: gpu\ncpus_per_task: 16\nadditional_parameters:\n  qos: high\n')
     rc = cli.main(['batch', '--method', 'svdd', '--categories', 'gravel', '--data', str(data), '--runs', str(tmp_path/'runs'),
                    '--executor', 'slurm', '--slurm-config', str(tmp_path/'cluster.yaml'), '--slurm', 'timeout_min=2880,partition=a100'])

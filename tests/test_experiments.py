@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 import torch
 
-from glancesvdd.core import load_json
+from glancesvdd.core import load_json, load_torch
 from glancesvdd.data import make_synthetic_mvtec
 
 from command import BIN, cli
@@ -102,8 +102,7 @@ def test_resume_after_a_killed_run(work):
     assert first and first[-1].name != f'iter_{iters:08d}.pt', "killed too late to test resuming"
     for runs, out in (('killed', 'k2.ipynb'), ('straight', 's.ipynb')):
         subprocess.run(_papermill_train(work, out, runs, iters), cwd=work, check=True, capture_output=True, timeout=900)
-    a = torch.load(work/'killed'/'svdd'/'brick'/'seed0'/'model.pt', weights_only=False)
-    b = torch.load(work/'straight'/'svdd'/'brick'/'seed0'/'model.pt', weights_only=False)
+    a, b = (load_torch(work/r/'svdd'/'brick'/'seed0'/'model.pt') for r in ('killed', 'straight'))
     ta, tb = (torch.cat([v.float().reshape(-1) for v in _tensors(c)]) for c in (a, b))
     assert len(ta) > 1000 and torch.equal(ta, tb)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glancesvdd.core import load_json
+from glancesvdd.core import load_json, load_torch
 from glancesvdd.data import make_synthetic_mvtec, load_split
 
 from command import BIN, run_command
@@ -48,7 +48,7 @@ def md5s(root)->dict:
             if p.is_file() and p.suffix in ('.pt', '.json', '.npz') and p.name != 'batch_summary.json'}
 
 def weights(f):
-    ck = torch.load(f, weights_only=False)
+    ck = load_torch(f)
     return torch.cat([v.float().reshape(-1) for k in sorted(ck['encoder']) for v in [ck['encoder'][k]]])
 
 @pytest.fixture(scope='module')
@@ -250,3 +250,44 @@ def test_masks_stored_as_0_1_are_named(work):
         with pytest.raises(Exception, match=r'only mask values > 128 count as defect.*0/255.*0/1'):
             load_split(work/'mdata', 'brick', 'test', 128, progress=False)
     assert any('marks no pixel: its values are 0..1' in str(x.message) for x in w)
+
+# Issue 24: predict with a trained run; its bad input
+
+PREDICT = ('predict', 'svdd', 'brick')
+RUN_OPTS = (*RUN, '--runs', 'runs', '--set', ITERS)   # the trained run's options
+
+def test_predict_with_a_trained_run(trained, work):
+    "A verdict and an overlay per image (a folder and a file), the table printed; the threshold computed once, kept in the run folder; nothing else changes"
+    before = md5s(trained)
+    args = (*PREDICT, 'data/brick/test', 'data/logo/test/good/000.png', *RUN_OPTS, '--out', 'pred')
+    out = ok(cli(*args, cwd=work))
+    res = load_json(work/'pred'/'predictions.json')
+    assert [Path(r['image']).parent.name for r in res['images']] == ['color', 'good', 'hole', 'paste', 'scratch', 'stain', 'good']
+    assert all((work/'pred'/r['overlay']).is_file() and r['anomalous'] == (r['score'] > res['threshold']) for r in res['images'])
+    assert f"threshold {res['threshold']:.4g}: the highest image score of the run's 4 normal training images" in out, out
+    assert '| data/logo/test/good/000.png |' in out, out
+    thr = trained/'threshold.json'
+    assert load_json(thr)['threshold'] == res['threshold'] and len(load_json(thr)['training_scores']) == 4
+    after = md5s(trained); after.pop('threshold.json')
+    assert after == before                                                   # the model, bank and scores untouched
+    mtime = thr.stat().st_mtime_ns
+    ok(cli(*args, cwd=work))
+    assert thr.stat().st_mtime_ns == mtime and load_json(work/'pred'/'predictions.json') == res   # the same verdicts, threshold not recomputed
+
+def test_predict_bad_input(trained, work):
+    "Each refused with one message before anything is written; the run folder unchanged"
+    (work/'not_an_image.png').write_text('text'); (work/'a_file').write_text('')
+    before = md5s(trained)
+    cases = [(('data/brick/test/none.png', *RUN_OPTS), 'image data/brick/test/none.png does not exist'),
+             (('not_an_image.png', *RUN_OPTS), 'cannot read image not_an_image.png'),
+             (('data/brick/test', *RUN_OPTS, '--out', 'a_file'), 'output folder a_file is a file'),
+             (('data/brick/test', *RUN_OPTS, '--seed', '1'), 'no trained model at runs/svdd/brick/seed1/model.pt'),
+             (('data/brick/test', *RUN, '--runs', 'runs', '--set', SMALL), 'another config'),
+             (('data/brick/test', *RUN_OPTS, '--release', 'data'), 'is not a Patch SVDD release folder')]
+    for args, msg in cases: clear_error(cli(*PREDICT, *args, cwd=work), msg)
+    assert md5s(trained) == before and not (work/'predictions').exists() and not (work/'runs'/'svdd-release').exists()
+    run = work/'pruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)   # a model file holding a pickled object
+    torch.save(dict(encoder=torch.nn.Linear(2, 2)), run/'model.pt')
+    clear_error(cli(*PREDICT, 'data/brick/test', *RUN, '--runs', 'pruns', '--set', ITERS, cwd=work),
+                'holds a Python object (torch.nn.modules.linear.Linear)', 'refuses to unpickle')
+    assert not (work/'predictions').exists()

@@ -87,13 +87,13 @@ def test_bad_input_one_message_and_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_release_on_slurm_gets_the_settings(tmp_path, capsys, monkeypatch):
     "evaluate --release --executor slurm hands --slurm and --slurm-config to batch, as `glancesvdd batch` does"
-    import glancesvdd.cli as C
+    import glancesvdd.batch as B
     monkeypatch.chdir(tmp_path); synthetic_mvtec(tmp_path/'data'); fake_release(tmp_path/'rel')
     seen = {}
     def fake_batch(jobs, executor='local', force=False, slurm=None, **kw):
         seen.update(executor=executor, slurm=slurm, categories=[j.category for j in jobs], workers=kw.get('workers'))
         return [dict(method=j.method, category=j.category, seed=j.seed, status='submitted') for j in jobs]
-    monkeypatch.setattr(C, 'batch', fake_batch)
+    monkeypatch.setattr(B, 'batch', fake_batch)   # the command imports batch() when it runs
     (tmp_path/'slurm.json').write_text('{"partition": "gpu", "timeout_min": 60}')
     rc, out = main_cli('evaluate', 'svdd', '--release', 'rel', '--categories', 'bottle,wood', '--data', 'data', '--executor', 'slurm',
                        '--slurm-config', 'slurm.json', '--slurm', 'timeout_min=30,gpus_per_node=1', capsys=capsys)
@@ -180,3 +180,17 @@ def test_committed_figures_are_current(tmp_path, monkeypatch):
            '28,000 of the official 97,773 training steps' in (committed/'svdd_table_s1.md').read_text()
     for link in re.findall(r'\]\((\.\./results/[^)]+)\)', index): assert (committed/link).exists(), link   # the records' pictures
     assert (committed/'README.md').exists()
+
+
+def test_predict_with_a_released_encoder(tmp_path):
+    "Issue 24: `predict svdd --release` makes the release's run folder (sha256 checked), sets its threshold, gives a verdict per image"
+    synthetic_mvtec(tmp_path/'data'); rel = fake_release(tmp_path/'rel', ('bottle',))
+    args = ('predict', 'svdd', 'bottle', 'data/bottle/test', '--release', rel, '--data', 'data', '--out', 'pred')
+    _, out = cli(*args, '--runs', 'runs', cwd=tmp_path)
+    run, res = tmp_path/'runs'/'svdd-release'/'bottle'/'seed0', load_json(tmp_path/'pred'/'predictions.json')
+    assert len(res['images']) == 3 and all((tmp_path/'pred'/r['overlay']).is_file() for r in res['images'])
+    assert {'model.pt', 'bank.pt', 'train.json', 'threshold.json'} <= {p.name for p in run.iterdir()}
+    assert load_json(run/'config.json')['sha256'] == RELEASE_SHA256['bottle'] and 'normal training images' in out
+    with open(release_checkpoint(rel, 'bottle'), 'ab') as f: f.write(b'\0')       # not the released bytes
+    rc, out = cli(*args, '--runs', 'runs2', cwd=tmp_path, check=False)
+    assert rc == 2 and 'is not the release' in out and 'Traceback' not in out and not (tmp_path/'runs2').exists(), out

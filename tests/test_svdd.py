@@ -270,3 +270,10 @@ def test_smoke_run_beats_random_encoder(data, tmp_path):
     assert t['image_auroc'] > r['image_auroc'] + 0.1, (r, t)
     assert t['pixel_auroc'] > r['pixel_auroc'] + 0.1, (r, t)
     assert {'image_auroc_k64', 'pixel_auroc_k32', 'aupro', 'aupro_k32'} <= set(t)
+
+
+def test_full_run_checkpoint_loads_weights_only():
+    "The committed checkpoint of the full real-bottle run (written before files were read weights-only) loads with load_torch: numpy states and history included"
+    ck = load_torch(Path(__file__).resolve().parents[1]/'benchmarks'/'results'/'svdd_bottle_full'/'resume.pt')['checkpoint']
+    assert ck['iter'] == 28_000 and len(ck['history']['loss']) == 28_000 and ck['history']['iter'].dtype == np.int64
+    assert ck['global_rng']['numpy'][1].dtype == np.uint32 and set(ck['state']) >= {'encoder', 'optimizer'}

@@ -22,7 +22,7 @@ from .train import GlanceConfig, load_glance, local_features, global_features, n
 
 # %% auto #0
 __all__ = ['patch_scores', 'grid_global_features', 'box_global_features', 'score_image', 'idw_weights', 'fuse_idw',
-           'infer_glance', 'infer_glance_cifar10']
+           'infer_images', 'infer_glance', 'training_scores', 'infer_glance_cifar10']
 
 # %% ../../nbs/14_glance_infer.ipynb #b0010a71
 def patch_scores(head:nn.Module, # the DAD head C
@@ -142,18 +142,29 @@ def fuse_idw(s:torch.Tensor, # patch scores (B, N)
     return (s @ idw_weights(points, shape, p, s.device).to(s.dtype).T).view(len(s), *shape)  # (B, N) @ (N, H*W)
 
 # %% ../../nbs/14_glance_infer.ipynb #dd6809bf
-def infer_glance(cfg:GlanceConfig, run_dir, split:str='test', fast:bool=True, progress:bool=True)->Path:
-    "Score the `split` images of `cfg.category` with the model in `run_dir`; writes and returns `run_dir/scores.npz`"
+def infer_images(cfg:GlanceConfig, run_dir,
+                 images:torch.Tensor, # (M, 3, S, S) in [0, 1], S = cfg.image_size
+                 fast:bool=True, progress:bool=False, desc:str='GLANCE infer')->dict:
+    "Scores of `images` with the model in `run_dir`: `s_iad`, `s_dad`, `s` (M, N) per patch, `maps` (M, S, S), `image_scores` (M,), `corners`"
     dev = get_device(cfg.device)
     L, G, C = load_glance(run_dir, dev)
-    data = load_config_split(cfg, split, progress)
     corners = glance_corners(cfg.image_size, cfg.patch_size, cfg.grid)
     scores = [score_image(L, G, C, x.to(dev), corners, cfg.patch_size, cfg.lambda_s, fast, cfg.chunk)
-              for x in progress_bar(data['images'], desc='GLANCE infer', disable=not progress)]
+              for x in progress_bar(images, desc=desc, disable=not progress)]
     s = {k: torch.stack([d[k] for d in scores]).cpu() for k in scores[0]}  # each (M, N)
     maps = fuse_idw(s['s'], patch_centres(corners, cfg.patch_size), (cfg.image_size,) * 2, cfg.idw_p)  # (M, S, S)
-    return save_scores(run_dir, maps.flatten(1).amax(1), data['labels'], maps, data['masks'], data['defects'], data['paths'],
-                       corners=corners, **s)
+    return dict(s, maps=maps, image_scores=maps.flatten(1).amax(1), corners=corners)
+
+def infer_glance(cfg:GlanceConfig, run_dir, split:str='test', fast:bool=True, progress:bool=True)->Path:
+    "Score the `split` images of `cfg.category` with the model in `run_dir`; writes and returns `run_dir/scores.npz`"
+    data = load_config_split(cfg, split, progress)
+    s = infer_images(cfg, run_dir, data['images'], fast, progress)
+    return save_scores(run_dir, s.pop('image_scores'), data['labels'], s.pop('maps'), data['masks'], data['defects'], data['paths'], **s)
+
+def training_scores(cfg:GlanceConfig, run_dir, progress:bool=False)->np.ndarray:
+    "Image scores (N,) of the run's training images, scored as any image is (the networks learned them: none can be left out)"
+    images = load_config_split(cfg, 'train', progress)['images']
+    return infer_images(cfg, run_dir, images, progress=progress, desc='GLANCE training images')['image_scores'].numpy()
 
 # %% ../../nbs/14_glance_infer.ipynb #933910df
 @torch.no_grad()

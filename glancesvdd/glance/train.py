@@ -161,7 +161,7 @@ def _resnet18_state(weights:str):
     if not path.is_file():
         raise GlanceSvddError(f"teacher_weights: {path} is not a file. Download {TEACHER_URL} there, or use "
                               "teacher_weights='torchvision' (needs a network), or 'untrained' for a random teacher (tests only)")
-    return load_torch(path, weights_only=True)
+    return load_torch(path)
 
 def load_teacher(weights:str='torchvision', # a state-dict file, 'torchvision' or 'untrained'
                  size:int=224): # the side the patch is resized to
@@ -437,7 +437,7 @@ def load_glance(run_dir, device=None):
     "Local-Net, Global-Net and DAD head of a trained run, in eval mode on `device`"
     f = Path(run_dir)/'glance.pt'
     if not f.exists(): raise GlanceSvddError(f"{f} does not exist: train the run first (train_glance)")
-    state, nets = load_torch(f, weights_only=True), (LocalNet(), GlobalNet(), DADHead())
+    state, nets = load_torch(f), (LocalNet(), GlobalNet(), DADHead())
     for net, k in zip(nets, ('local', 'global_net', 'head')): net.load_state_dict(state[k])
     return tuple(n.to(get_device(device)).eval().requires_grad_(False) for n in nets)
 

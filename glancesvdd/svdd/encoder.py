@@ -4,9 +4,7 @@
 
 # %% ../../nbs/20_svdd_encoder.ipynb #5e3dd89c
 from __future__ import annotations
-import pickle
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -126,14 +124,7 @@ def load_official_encoder(path, # an official `enchier.pkl` (a state_dict of Enc
                           map_location='cpu')->SvddEncoder:
     "The official release's hierarchical encoder as a `SvddEncoder` (eval mode)"
     expected = "expected the release's ckpts/<category>/enchier.pkl: a state_dict of EncoderHier(K=64, D), keys enc.conv1.weight ... conv2.weight"
-    try: sd = torch.load(path, map_location=map_location, weights_only=True) if Path(path).is_file() else None
-    except pickle.UnpicklingError as e:
-        if 'Unsupported global' not in str(e): raise GlanceSvddError(f"{path} is damaged or not a PyTorch file; download it again; {expected}") from None
-        raise GlanceSvddError(f"{path} is not an official Patch SVDD encoder: it holds Python objects besides weights "
-                              f"(a training checkpoint or another pickle); {expected}") from None
-    except Exception: sd = load_torch(path, map_location=map_location, weights_only=True, what='encoder file',
-                                      hint=f"download it again; {expected}")   # damaged: load_torch names it
-    if sd is None: load_torch(path, what='official Patch SVDD encoder', hint=expected)   # missing, or a folder: named
+    sd = load_torch(path, map_location, what='official Patch SVDD encoder', hint=f"download it again; {expected}")   # weights only (00_core)
     if not isinstance(sd, dict) or 'conv2.weight' not in sd:
         held = f"a dict with keys {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
         raise GlanceSvddError(f"{path} is not an official Patch SVDD encoder: it holds {held}; {expected}")

@@ -19,9 +19,9 @@ from ..runs import save_scores
 from .train import SvddConfig, mean_image, standardise, load_encoder
 
 # %% auto #0
-__all__ = ['EPS64', 'INDEX_VERSION', 'EPS32', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index', 'search_index',
-           'distribute_scores', 'combine_maps', 'build_bank', 'nearest_normal', 'score_images', 'load_bank',
-           'infer_svdd']
+__all__ = ['EPS64', 'INDEX_VERSION', 'EPS32', 'TRAIN_FOLDS', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index',
+           'search_index', 'distribute_scores', 'combine_maps', 'build_bank', 'nearest_normal', 'score_images',
+           'make_bank', 'load_bank', 'trained_encoder', 'score_all', 'infer_svdd', 'infer_images', 'training_scores']
 
 # %% ../../nbs/22_svdd_infer.ipynb #55298d16
 def _check_stride(S, m, what):
@@ -388,10 +388,17 @@ def _restore_index(ix:dict, features:torch.Tensor)->dict:
     cell = torch.repeat_interleave(torch.arange(len(ix['centres'])), ix['counts'])
     return dict(ix, bank=x, offsets_t=_offsets_t(x, ix['centres'], cell))
 
+def _cpu_index(cfg:SvddConfig)->bool: return get_device(cfg.device).type != 'cuda' or cfg.nn_search != 'exact'   # only the CPU search reads an index
+
+def make_bank(cfg:SvddConfig, enc, images:torch.Tensor, progress:bool=False)->dict:
+    "`build_bank` of `images` at the config's scales, indexed when the config's search runs on the CPU"
+    scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
+    return build_bank(enc, images, scales, cfg.seed, progress, index=_cpu_index(cfg))
+
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
     f = Path(run_dir)/'bank.pt'
-    cpu_index = get_device(cfg.device).type != 'cuda' or cfg.nn_search != 'exact'   # only the CPU search reads an index
+    cpu_index = _cpu_index(cfg)
     if f.exists():
         bank = load_torch(f)
         if not cpu_index: return bank
@@ -402,25 +409,54 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
             if 'bank' not in bank[K]['index']: bank[K]['index'] = _restore_index(bank[K]['index'], bank[K]['features'])
         return bank
     train = load_config_split(cfg, 'train', progress)
-    scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
-    bank = dict(build_bank(enc, train['images'], scales, cfg.seed, progress, index=cpu_index), paths=list(train['paths']))
+    bank = dict(make_bank(cfg, enc, train['images'], progress), paths=list(train['paths']))
     _save_bank(bank, f)
     return bank
 
-def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=False, progress:bool=True,
-               batch:int=16)->Path: # test images per scoring pass
-    "Score the `split` images of `cfg.category` with the run's model (supp. Alg. 2); writes and returns `run_dir/scores.npz`"
+def trained_encoder(cfg:SvddConfig, run_dir, allow_collapsed:bool=False)->tuple:
+    "The run's encoder and its `train.json` record; a collapsed encoder is refused unless `allow_collapsed`"
     enc, record = load_encoder(run_dir, cfg.device)
     if record['collapsed'] and not allow_collapsed:
         raise GlanceSvddError(f"run {run_dir} has a collapsed encoder (embedding spread {record.get('spread_32', record.get('spread_64'))}"
                               f" < {cfg.collapse_tol}): all its scores would be equal and any AUROC 0.5. Train again with a "
                               f"smaller λ (lambda_svdd={cfg.lambda_svdd}; official advice 1e-3), or pass allow_collapsed=True")
+    return enc, record
+
+def score_all(cfg:SvddConfig, enc, images:torch.Tensor, bank:dict, batch:int=16, progress:bool=False, desc:str='Patch SVDD')->dict:
+    "`score_images` of `images` (M, 3, S, S), `batch` at a time, with the config's map combination and search"
+    dev = get_device(cfg.device)
+    images, bank = images.to(dev), dict(bank, mean=bank['mean'].to(dev))   # on a GPU: copied once, not per batch
+    parts = [score_images(enc, images[i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
+             for i in progress_bar(range(0, len(images), batch), desc=desc, disable=not progress)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+def infer_svdd(cfg:SvddConfig, run_dir, split:str='test', allow_collapsed:bool=False, progress:bool=True,
+               batch:int=16)->Path: # test images per scoring pass
+    "Score the `split` images of `cfg.category` with the run's model (supp. Alg. 2); writes and returns `run_dir/scores.npz`"
+    enc, record = trained_encoder(cfg, run_dir, allow_collapsed)
     bank = load_bank(cfg, run_dir, enc, progress)
     data = load_config_split(cfg, split, progress)
-    dev = get_device(cfg.device)
-    images, bank = data['images'].to(dev), dict(bank, mean=bank['mean'].to(dev))   # on a GPU: copied once, not per batch
-    parts = [score_images(enc, images[i:i + batch], bank, cfg.combine, cfg.device, cfg.nn_search == 'exact', cfg.nn_chunk)
-             for i in progress_bar(range(0, len(data['images']), batch), desc=f'Patch SVDD {cfg.category} {split}', disable=not progress)]
-    s = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    s = score_all(cfg, enc, data['images'], bank, batch, progress, f'Patch SVDD {cfg.category} {split}')
     return save_scores(run_dir, s.pop('image_scores'), data['labels'], s.pop('maps'), data['masks'], data['defects'],
                        data['paths'], collapsed=np.array(record['collapsed']), bank_paths=np.array(bank['paths'], dtype=str), **s)
+
+# %% ../../nbs/22_svdd_infer.ipynb #47b1f512
+def infer_images(cfg:SvddConfig, run_dir,
+                 images:torch.Tensor, # (M, 3, S, S) in [0, 1], S = cfg.image_size
+                 progress:bool=False, batch:int=16)->dict:
+    "Supp. Alg. 2 on any `images` with the run's model and bank: `maps` (M, S, S), `image_scores` (M,), the per-scale scores and maps"
+    enc, _ = trained_encoder(cfg, run_dir)
+    return score_all(cfg, enc, images, load_bank(cfg, run_dir, enc, progress), batch, progress)
+
+TRAIN_FOLDS = 5   # folds of the training images for `training_scores`
+
+def training_scores(cfg:SvddConfig, run_dir, folds:int=TRAIN_FOLDS, progress:bool=False)->np.ndarray:
+    "Image scores (N,) of the run's training images, each fold against a bank of the other folds' images"
+    enc, _ = trained_encoder(cfg, run_dir)
+    images = load_config_split(cfg, 'train', progress)['images']
+    if len(images) < 2: raise GlanceSvddError(f"run {run_dir}: {len(images)} training image, at least 2 are needed to score one against the others")
+    fold, out = torch.arange(len(images)) % folds, np.zeros(len(images))
+    for f in progress_bar(range(min(folds, len(images))), desc=f'Patch SVDD {cfg.category} training folds', disable=not progress):
+        held = fold == f
+        out[held.numpy()] = score_all(cfg, enc, images[held], make_bank(cfg, enc, images[~held]))['image_scores'].numpy()
+    return out
