@@ -121,7 +121,7 @@ def evaluate(a):
     from glancesvdd.metrics import evaluate_run
     from glancesvdd.runs import _from_columns
     from glancesvdd.svdd.infer import infer_svdd
-    ck = torch.load(a.resume, map_location='cpu', weights_only=False)
+    ck = load_torch(a.resume, what='resume checkpoint')
     cfg = SvddConfig(**{**ck['config'], 'data_root': a.data, 'device': a.device})
     prog = Path(a.resume).with_name('progress.json')   # written beside resume.pt by the lease that trained it
     p = json.loads(prog.read_text()) if prog.exists() else {}
