@@ -18,8 +18,8 @@ from glancesvdd.patches import glance_corners, patch_centres
 from glancesvdd.glance.local_net import LocalNet
 from glancesvdd.glance.global_net import GlobalNet
 from glancesvdd.glance.dad_head import DADHead
-from glancesvdd.glance.train import (GlanceConfig, StainedPairs, ImagePatches, Prefetcher, load_teacher, local_step,
-                                     global_step, _adam, _stains)
+from glancesvdd.glance.config import GlanceConfig, _stains
+from glancesvdd.glance.train import StainedPairs, ImagePatches, Prefetcher, load_teacher, local_step, global_step, _adam
 from glancesvdd.glance.infer import score_image, fuse_idw, idw_weights
 
 

@@ -93,7 +93,7 @@ def run_cli(release, data, runs, categories, device, modified, workers=0) -> dic
 
 
 def run_library(release, data, runs, categories, device, modified) -> dict:
-    from glancesvdd.svdd.train import SvddConfig
+    from glancesvdd.svdd.config import SvddConfig
     from glancesvdd.svdd.release import prepare_release_run, release_run_path, release_info
     from glancesvdd.svdd.infer import infer_svdd
     from glancesvdd.metrics import evaluate_run

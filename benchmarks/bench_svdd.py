@@ -30,8 +30,10 @@ import torch
 
 from glancesvdd.core import get_device, save_json
 from glancesvdd.data import synthetic_sample, SYNTHETIC_DEFECTS
-from glancesvdd.svdd.encoder import SvddEncoder, load_official_encoder
-from glancesvdd.svdd.train import SvddConfig, make_trainer, mean_image, standardise
+from glancesvdd.svdd.model import SvddEncoder, load_official_encoder
+from glancesvdd.svdd.config import SvddConfig
+from glancesvdd.svdd.train import make_trainer
+from glancesvdd.svdd.model import mean_image, standardise
 from glancesvdd.svdd.infer import build_bank, score_images, embed_dense, nn_brute
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,9 +38,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_svdd import ROOT, images, hardware, peak_rss_gb, result_name, bench_train
 from glancesvdd.core import save_json
-from glancesvdd.svdd.encoder import load_official_encoder
+from glancesvdd.svdd.model import load_official_encoder
 from glancesvdd.svdd.infer import build_index, embed_dense, score_images
-from glancesvdd.svdd.train import mean_image, standardise
+from glancesvdd.svdd.model import mean_image, standardise
 
 OFFICIAL_COMMIT = '934d6238e5e0ad511e2a0e7fc4f4899010e7d892'
 

@@ -119,9 +119,9 @@ def many(n:int, size:int)->torch.Tensor:
 # ------------------------------------------------------------------------------------------------ correctness
 def check_svdd_embedding(dev, quick:bool=False)->dict:
     "Dense Patch SVDD embedding on `dev` equals the official per-patch definition computed on the CPU, within 1e-5, TF32 off"
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import embed_dense, embed_patches
-    from glancesvdd.svdd.train import mean_image, standardise
+    from glancesvdd.svdd.model import mean_image, standardise
     x = images(1 if quick else 2, 128 if quick else 256)
     x = standardise(x, mean_image(x))
     enc = load_official_encoder(FIX/'bottle_enchier.pkl')
@@ -133,7 +133,7 @@ def check_svdd_embedding(dev, quick:bool=False)->dict:
 
 def check_svdd_parity(dev, quick:bool=False)->dict:
     "Our inference on `dev` reproduces the official code's embeddings, maps and image scores (tests/fixtures)"
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import build_bank, score_images
     ref = dict(np.load(FIX/'reference.npz'))
     to_x = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2) / 255.
@@ -152,9 +152,9 @@ def check_svdd_parity(dev, quick:bool=False)->dict:
 
 def check_svdd_search(dev, quick:bool=False)->dict:
     "Exact search on `dev` (the fused Triton scan on CUDA) = the CPU pruned index: same neighbours up to ties, distances within 1e-6"
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import build_index, search_index, nearest_normal, embed_dense
-    from glancesvdd.svdd.train import mean_image, standardise
+    from glancesvdd.svdd.model import mean_image, standardise
     enc = load_official_encoder(FIX/'bottle_enchier.pkl')
     tr, te = images(3 if quick else 20, 128 if quick else 256), images(1 if quick else 4, 128 if quick else 256, 'test')
     m = mean_image(tr)
@@ -177,7 +177,7 @@ def check_release_bottle(dev, quick:bool=False, data=None)->dict:
     if data is None: return dict(ok=True, skipped='no --data folder with real MVTec AD bottle')
     from glancesvdd.data import load_split
     from glancesvdd.metrics import image_auroc, pixel_auroc
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import build_bank, score_images
     tr, te = (load_split(data, 'bottle', s, progress=False) for s in ('train', 'test'))
     enc = load_official_encoder(FIX/'bottle_enchier.pkl').to(dev)
@@ -245,7 +245,8 @@ def check_resume(dev, quick:bool=False, root=None)->dict:
     "A run interrupted and resumed on `dev` ends with the same weights as an uninterrupted one (deterministic algorithms)"
     import glancesvdd.svdd.train as T, glancesvdd.glance.train as GT
     from glancesvdd.core import load_torch
-    from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
+    from glancesvdd.glance.config import GlanceConfig, smoke_config
+    from glancesvdd.glance.train import train_glance
     root = Path(root or tempfile.mkdtemp(prefix='gpu_check_'))
     data = make_synthetic_mvtec(root/'data', categories=('gravel',), n_train=4, n_test_good=1, n_test_defect=1, defects=('stain',))
     out = {}
@@ -280,9 +281,11 @@ def check_smoke(dev, quick:bool=False, root=None)->dict:
     "A smoke training and evaluation of each method on synthetic data, on `dev`"
     import warnings
     from glancesvdd.metrics import evaluate_run
-    from glancesvdd.svdd.train import SvddConfig, smoke_config as svdd_smoke, train_svdd
+    from glancesvdd.svdd.config import SvddConfig, smoke_config as svdd_smoke
+    from glancesvdd.svdd.train import train_svdd
     from glancesvdd.svdd.infer import infer_svdd
-    from glancesvdd.glance.train import GlanceConfig, smoke_config as glance_smoke, train_glance
+    from glancesvdd.glance.config import GlanceConfig, smoke_config as glance_smoke
+    from glancesvdd.glance.train import train_glance
     from glancesvdd.glance.infer import infer_glance
     root = Path(root or tempfile.mkdtemp(prefix='gpu_check_'))
     size = 128 if quick else 256   # Patch SVDD's image size; GLANCE's Global-Net needs 256 (Tab. 2)
@@ -312,7 +315,9 @@ CHECKS = dict(svdd_embedding=check_svdd_embedding, svdd_parity=check_svdd_parity
 
 # ------------------------------------------------------------------------------------------------ throughput
 def svdd_trainer(dev, n_img:int, size:int, batch:int, precision='fp32', seed=0, x=None):
-    from glancesvdd.svdd.train import SvddConfig, make_trainer, mean_image, standardise
+    from glancesvdd.svdd.config import SvddConfig
+    from glancesvdd.svdd.train import make_trainer
+    from glancesvdd.svdd.model import mean_image, standardise
     x = many(n_img, size) if x is None else x
     cfg = SvddConfig(device=str(dev), image_size=size, batch_size=batch, precision=precision, seed=seed)
     return make_trainer(cfg, standardise(x, mean_image(x)).to(dev))
@@ -342,7 +347,7 @@ def bench_svdd_train(dev, quick:bool, steps:int, x=None)->dict:
             k = kernel_seconds(tr['step'], dev, 1 if quick else 5, start=10**6)
         out[name] = dict(s_per_step=s, gpu_kernel_s_per_step=k, peak_gpu_gb=peak_gb(dev))
         print(f"      svdd step {name:<22} {1e3 * s:7.2f} ms" + (f", kernels {1e3 * k:.2f} ms" if k else ''), flush=True)
-    from glancesvdd.svdd.train import SvddConfig
+    from glancesvdd.svdd.config import SvddConfig
     d = out[SvddConfig().precision]
     return dict(batch=batch, default_precision=SvddConfig().precision, s_per_step=d['s_per_step'], gpu_kernel_s_per_step=d['gpu_kernel_s_per_step'],
                 steps_per_s=1 / d['s_per_step'], peak_gpu_gb=d['peak_gpu_gb'], precisions=out)
@@ -350,7 +355,7 @@ def bench_svdd_train(dev, quick:bool, steps:int, x=None)->dict:
 
 def bench_svdd_infer(dev, quick:bool, n_test:int, data=None)->dict:
     "Inference with a bottle-sized bank (209 images: 679,041 K=32 features; real bottle with --data), exact search, images on the device"
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import build_bank, score_images
     reset_peak(dev)
     size = 128 if quick else 256
@@ -380,7 +385,7 @@ def bench_svdd_infer(dev, quick:bool, n_test:int, data=None)->dict:
         out[f'ms_per_image_batch{b}'] = 1e3 * s
     if dev.type == 'cuda':   # the share of queries the rounding bound sends to the float64 recheck
         from glancesvdd.svdd.infer import embed_dense
-        from glancesvdd.svdd.train import standardise
+        from glancesvdd.svdd.model import standardise
         e = embed_dense(enc, standardise(x[:min(16, n_test)], bank['mean']), on_device=True)[32]
         nearest_normal(e.reshape(-1, e.shape[-1]), bank[32], dev, stats=stats)
     return dict(data='real bottle' if data is not None and not quick else 'synthetic', bank_images=len(train), bank_k32=len(bank[32]['features']),
@@ -398,7 +403,8 @@ def glance_nets(dev):
 
 def glance_stage_b(dev, batch:int, n_img:int=16, size:int=256, precision='fp32', workers=None, pin=None, fixed=False):
     "A Stage-B step function at the paper's setting (the training images on the device, the loader's defaults for `dev`)"
-    from glancesvdd.glance.train import GlanceConfig, StainedPairs, Prefetcher, global_step, loader_settings, _adam, _stains
+    from glancesvdd.glance.config import GlanceConfig, _stains
+    from glancesvdd.glance.train import StainedPairs, Prefetcher, global_step, loader_settings, _adam
     cfg = GlanceConfig(image_size=size)
     L, G, C = glance_nets(dev)
     L.eval().requires_grad_(False)
@@ -411,7 +417,8 @@ def glance_stage_b(dev, batch:int, n_img:int=16, size:int=256, precision='fp32',
 
 def bench_glance_train(dev, quick:bool, iters:int)->dict:
     "Stage B at batch 64 with the loader's defaults, in each precision, with cudnn.benchmark, and without batch preparation; Stage A"
-    from glancesvdd.glance.train import GlanceConfig, ImagePatches, Prefetcher, StainedPairs, load_teacher, local_step, loader_settings, _adam, _stains
+    from glancesvdd.glance.config import GlanceConfig, _stains
+    from glancesvdd.glance.train import ImagePatches, Prefetcher, StainedPairs, load_teacher, local_step, loader_settings, _adam
     import warnings
     cfg, out = GlanceConfig(), {}
     size, bb, n_img = 256, (2 if quick else cfg.batch_size), (4 if quick else 16)
@@ -491,7 +498,8 @@ def loop_svdd(dev, quick:bool, root:Path, data=None)->dict:
     "`train_svdd` then `infer_svdd` end to end (checkpoints every 100 steps, logging, bank, scores): seconds per step of the real loop"
     from glancesvdd.core import load_json
     from glancesvdd.metrics import evaluate_run
-    from glancesvdd.svdd.train import SvddConfig, train_svdd
+    from glancesvdd.svdd.config import SvddConfig
+    from glancesvdd.svdd.train import train_svdd
     from glancesvdd.svdd.infer import infer_svdd
     droot, cat, size = _data(root, quick, data, 128 if quick else None)
     iters = 4 if quick else 300
@@ -511,7 +519,8 @@ def loop_glance(dev, quick:bool, root:Path, data=None)->dict:
     import warnings
     from glancesvdd.core import load_json
     from glancesvdd.metrics import evaluate_run
-    from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
+    from glancesvdd.glance.config import GlanceConfig, smoke_config
+    from glancesvdd.glance.train import train_glance
     from glancesvdd.glance.infer import infer_glance
     droot, cat, _ = _data(root, quick, data)
     iters = 4 if quick else 300
@@ -532,7 +541,8 @@ def precision_svdd(dev, quick:bool, root:Path, data=None, steps:int=1500)->dict:
     "Patch SVDD trained `steps` steps from the same seed in each precision, evaluated in IEEE float32: loss, AUROCs, speed"
     from glancesvdd.core import load_json, PRECISIONS
     from glancesvdd.metrics import evaluate_run
-    from glancesvdd.svdd.train import SvddConfig, train_svdd
+    from glancesvdd.svdd.config import SvddConfig
+    from glancesvdd.svdd.train import train_svdd
     from glancesvdd.svdd.infer import infer_svdd
     droot, cat, size = _data(root, quick, data, 128 if quick else None)
     steps = 3 if quick else steps
@@ -638,7 +648,8 @@ def profile_svdd(dev, quick:bool)->dict:
 
 
 def profile_glance(dev, quick:bool)->dict:
-    from glancesvdd.glance.train import GlanceConfig, StainedPairs, _stains
+    from glancesvdd.glance.config import GlanceConfig, _stains
+    from glancesvdd.glance.train import StainedPairs
     cfg = GlanceConfig()
     b, size = (2, 256) if quick else (64, 256)
     pairs = StainedPairs(images(4 if quick else 16, size), b, 0, 33, **_stains(cfg))

@@ -34,7 +34,9 @@ import torch
 from glancesvdd.core import save_json, load_json, load_torch
 from glancesvdd.data import fingerprint
 from glancesvdd.runs import run_path, latest_checkpoint
-from glancesvdd.svdd.train import SvddConfig, train_svdd, n_iters, steps_per_epoch, make_trainer, save_trained, mean_image, standardise
+from glancesvdd.svdd.config import SvddConfig
+from glancesvdd.svdd.train import train_svdd, n_iters, steps_per_epoch, make_trainer, save_trained
+from glancesvdd.svdd.model import mean_image, standardise
 
 
 class Deadline(BaseException):

@@ -35,12 +35,14 @@ def experiments_dir()->Path:
 def method_api(method:str)->dict:
     "The config class, smoke sizing, training and inference entry points of `method`, and its scoring of any images (60a_predict)"
     if method == 'svdd':
-        from glancesvdd.svdd.train import SvddConfig, smoke_config, train_svdd
+        from glancesvdd.svdd.config import SvddConfig, smoke_config
+        from glancesvdd.svdd.train import train_svdd
         from glancesvdd.svdd.infer import infer_svdd, infer_images, training_scores
         return dict(config=SvddConfig, smoke=smoke_config, train=train_svdd, infer=infer_svdd, infer_images=infer_images,
                     training_scores=training_scores)
     if method == 'glance':
-        from glancesvdd.glance.train import GlanceConfig, smoke_config, train_glance
+        from glancesvdd.glance.config import GlanceConfig, smoke_config
+        from glancesvdd.glance.train import train_glance
         from glancesvdd.glance.infer import infer_glance, infer_images, training_scores
         return dict(config=GlanceConfig, smoke=smoke_config, train=train_glance, infer=infer_glance, infer_images=infer_images,
                     training_scores=training_scores)

@@ -204,7 +204,7 @@ def release_jobs(release:str, categories:str, data:str, runs:str, device:str='au
     "One `ReleaseJob` per category, each checkpoint checked (layout, sha256, EncoderHier) before anything runs"
     from glancesvdd.batch import ReleaseJob
     from glancesvdd.svdd.release import RELEASE_METHOD, check_release_dir, verify_checkpoint
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     rel, cats = check_release_dir(release), parse_categories(categories, data, check=False)   # a broken category fails alone
     for c in cats: load_official_encoder(verify_checkpoint(rel, c, allow_modified)['checkpoint'])
     over = parse_overrides(overrides, ['svdd'])

@@ -23,7 +23,7 @@ __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 
            'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES', 'synthetic_sample', 'make_synthetic_mvtec',
            'check_mvtec_layout', 'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split',
            'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec', 'is_cifar_folder',
-           'CIFAR10OneClass']
+           'CIFAR10OneClass', 'cifar10_images']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -589,3 +589,13 @@ class CIFAR10OneClass(Dataset):
     def __getitem__(self, i):
         image = torch.from_numpy(self.data[i]).permute(2, 0, 1).float() / 255  # (32, 32, 3) -> (3, 32, 32)
         return dict(image=image, label=int(self.labels[i]), target=int(self.targets[i]))
+
+# %% ../nbs/01_data.ipynb #da299560
+def cifar10_images(root, # CIFAR-10 root (01_data)
+                   normal_class:str|int, # the normal class, name or index
+                   split:str, # 'train' (the normal class only) or 'test' (all classes)
+                   verify:bool=True): # compare the files with the official md5
+    "CIFAR-10 one-class split as tensors: images (N, 3, 32, 32) in [0, 1], labels (N,) (1 = anomalous), CIFAR classes (N,)"
+    ds = CIFAR10OneClass(root, normal_class, split, verify=verify)
+    items = [ds[i] for i in range(len(ds))]
+    return (torch.stack([d['image'] for d in items]), *(torch.tensor([d[k] for d in items]) for k in ('label', 'target')))

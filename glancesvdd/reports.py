@@ -566,8 +566,8 @@ def glance_architecture_tables()->dict:
 def svdd_architecture_tables()->dict:
     "The Patch SVDD encoders f_small (K = 32) and the hierarchical f_big (K = 64) from the live modules"
     import torch
-    from glancesvdd.svdd.encoder import Encoder32, SvddEncoder
-    note = ['Computed from the module as built; nbs/20_svdd_encoder asserts it against the official code (EncoderDeep, EncoderHier) '
+    from glancesvdd.svdd.model import Encoder32, SvddEncoder
+    note = ['Computed from the module as built; nbs/20_svdd_model asserts it against the official code (EncoderDeep, EncoderHier) '
             'and loads the released checkpoints into it. No padding; LeakyReLU(0.1), tanh after the last layer.']
     t32 = architecture_table(Encoder32(), (torch.zeros(1, 3, 32, 32),), 'Patch SVDD encoder f_small (K = 32)', (3, 32, 32))
     t64 = architecture_table(SvddEncoder(), (torch.zeros(1, 3, 64, 64),), 'Patch SVDD hierarchical encoder f_big (K = 64)', (3, 64, 64))

@@ -1,5 +1,6 @@
 "GLANCE: smoke training on synthetic data (Stage A with an untrained teacher, asked for; Stage B), exact resume, evaluation (trained beats untrained), teacher errors, IDW, inference against a per-patch loop, the CIFAR-10 variant."
 import pickle, warnings
+from dataclasses import replace
 from pathlib import Path
 from urllib.error import URLError
 
@@ -13,8 +14,9 @@ from glancesvdd.metrics import image_auroc, pixel_auroc
 from glancesvdd.patches import glance_corners, patch_centres
 from glancesvdd.runs import load_scores, latest_checkpoint
 import glancesvdd.glance.train as gt
-from glancesvdd.glance.train import (GlanceConfig, smoke_config, train_glance, train_glance_cifar10, save_glance, load_teacher,
-                                     TEACHER_URL, TEACHER_FILE)
+from glancesvdd.glance.config import GlanceConfig, smoke_config
+from glancesvdd.glance.train import train_glance, train_glance_cifar10, load_teacher, TEACHER_URL, TEACHER_FILE
+from glancesvdd.glance.model import save_glance
 from glancesvdd.glance.infer import infer_glance, infer_glance_cifar10, fuse_idw, idw_weights, score_image
 from glancesvdd.glance.local_net import LocalNet
 from glancesvdd.glance.global_net import GlobalNet
@@ -69,7 +71,7 @@ def test_imagenet_stage_once_per_runs_root(root, tmp_path):
     runs = tmp_path/'runs'
     cfg_a = smoke(root, iters=8)
     run_a = train_glance(cfg_a, run_path('glance', 'gravel', SEED, runs), progress=False)
-    cfg_b = gt.replace(cfg_a, category='brick')
+    cfg_b = replace(cfg_a, category='brick')
     run_b = train_glance(cfg_b, run_path('glance', 'brick', SEED, runs), progress=False)
     ra, rb = load_json(run_a/'train.json'), load_json(run_b/'train.json')
     assert ra['imagenet_stage'] == rb['imagenet_stage'] and Path(ra['imagenet_stage']['cache']) == runs/'glance'/'_imagenet'/ra['imagenet_stage']['key']
@@ -112,7 +114,7 @@ def test_resume_is_exact(root, tmp_path, monkeypatch):
 
 def test_run_folder_refuses_other_config(trained):
     cfg, run = trained
-    with pytest.raises(GlanceSvddError, match='lambda_t'): train_glance(gt.replace(cfg, lambda_t=0.5), run, progress=False)
+    with pytest.raises(GlanceSvddError, match='lambda_t'): train_glance(replace(cfg, lambda_t=0.5), run, progress=False)
 
 
 def test_trained_beats_untrained(root, trained, tmp_path):
@@ -144,7 +146,9 @@ def test_stage_b_global_net_sees_only_the_context(root, trained):
     the holes leaves Z_g exactly unchanged, noise outside them changes it. A hole that leaks (a mask without the hole, a partial
     convolution that does not mask its input) fails the first half; a Global-Net blind to its input fails the second."""
     from glancesvdd.data import load_split
-    from glancesvdd.glance.train import StainedPairs, global_features, load_glance, _stains
+    from glancesvdd.glance.train import StainedPairs
+    from glancesvdd.glance.model import global_features, load_glance
+    from glancesvdd.glance.config import _stains
     cfg, run = trained
     _, G, _ = load_glance(run, 'cpu')
     images = load_split(root, 'gravel', 'train', progress=False)['images']
@@ -244,7 +248,8 @@ def test_cifar10_variant(tmp_path):
     # Each image's score is the formula's for the pair (the image at 33x33, the image at 256x256 with an all-ones mask),
     # in the order of the labels; a hole in the mask, a swapped size or a shuffled order would each change it.
     from torchvision.transforms.functional import resize
-    from glancesvdd.glance.train import load_glance, cifar10_images
+    from glancesvdd.glance.model import load_glance
+    from glancesvdd.data import cifar10_images
     L, G, C = load_glance(run, 'cpu')
     x, labels, _ = cifar10_images(cfg.data_root, 'cat', 'test', verify=False)
     norm = lambda t: (t - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

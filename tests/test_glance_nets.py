@@ -7,7 +7,7 @@ from glancesvdd.core import load_torch, save_torch
 from glancesvdd.glance.dad_head import DADHead
 from glancesvdd.glance.global_net import GlobalNet, hole_masks
 from glancesvdd.glance.infer import box_global_features, grid_global_features
-from glancesvdd.glance.train import global_features
+from glancesvdd.glance.model import global_features
 from glancesvdd.glance.local_net import LocalNet
 from glancesvdd.patches import glance_corners
 from glancesvdd.stains import add_stains

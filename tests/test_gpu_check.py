@@ -18,7 +18,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 """
 METHOD_MODULES = ('core', 'data', 'patches', 'stains', 'runs', 'metrics', 'glance.local_net', 'glance.global_net', 'glance.dad_head',
-                  'glance.train', 'glance.infer', 'svdd.encoder', 'svdd.train', 'svdd.infer', 'batch')
+                  'glance.config', 'glance.model', 'glance.train', 'glance.infer', 'svdd.config', 'svdd.model', 'svdd.train', 'svdd.infer', 'batch')
 
 
 def _load():

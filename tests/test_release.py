@@ -140,7 +140,7 @@ def test_release_run_folder(release_runs, category):
     assert scores['maps'].shape == (3, 256, 256) and len(scores['bank_paths']) == 3
     # the route's scores are the library's own on the same images, computed apart from the notebooks and the command
     from glancesvdd.data import load_split
-    from glancesvdd.svdd.encoder import load_official_encoder
+    from glancesvdd.svdd.model import load_official_encoder
     from glancesvdd.svdd.infer import build_bank, score_images
     data = release_runs[0]/cfg['data_root']          # relative to the folder the command ran in
     enc = load_official_encoder(FIX/f'{category}_enchier.pkl')

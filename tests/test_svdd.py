@@ -11,10 +11,12 @@ from glancesvdd.data import make_synthetic_mvtec
 from glancesvdd.metrics import evaluate_run
 from glancesvdd.runs import latest_checkpoint, load_scores
 from glancesvdd.svdd import train as T
-from glancesvdd.svdd.encoder import SvddEncoder, FlatEncoder, load_official_encoder, n_params
+from glancesvdd.svdd.model import SvddEncoder, FlatEncoder, load_official_encoder, n_params
 from glancesvdd.svdd.infer import (build_bank, build_index, combine_maps, embed_dense, embed_patches, infer_svdd,
                                    nn_brute, score_images, search_index)
-from glancesvdd.svdd.train import SvddConfig, embedding_spread, is_collapsed, standardise, train_svdd
+from glancesvdd.svdd.config import SvddConfig
+from glancesvdd.svdd.model import embedding_spread, is_collapsed, standardise
+from glancesvdd.svdd.train import train_svdd
 
 FIX = Path(__file__).parent/'fixtures'/'patchsvdd_official'
 # Agreement with the official reference (nbs/22_svdd_infer explains both bounds). Patch scores, maps and image scores:

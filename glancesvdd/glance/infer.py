@@ -14,11 +14,13 @@ from torch.nn.modules.utils import _pair
 from torchvision.transforms.functional import resize
 
 from ..core import get_device, save_npz, progress_bar
-from ..data import load_config_split
+from ..data import load_config_split, cifar10_images
 from ..patches import glance_corners, patch_centres, crop_patches
 from ..runs import save_scores
 from .global_net import GlobalNet, PartialConv2d, MaskedMaxPool2d, hole_masks
-from .train import GlanceConfig, load_glance, local_features, global_features, normalize, cifar10_images
+from .config import GlanceConfig
+from .model import load_glance, local_features, global_features, normalize
+
 
 # %% auto #0
 __all__ = ['patch_scores', 'grid_global_features', 'box_global_features', 'score_image', 'idw_weights', 'fuse_idw',

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, json, os, time, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,120 +19,22 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, PRECISIONS, save_json, save_torch, load_torch
-from ..data import load_config_split, sha256sum, is_cifar_folder, CIFAR10OneClass, RESIZE_FILTERS
+from ..core import GlanceSvddError, get_device, seed_everything, autocast, float32_matmuls, save_json, save_torch, load_torch
+from ..data import load_config_split, sha256sum, is_cifar_folder, cifar10_images
 from ..patches import random_corners, crop_patches
 from ..runs import fit, init_run, is_trained, run_lock, loss_summary, loss_curve
 from ..stains import stain_layers
 from .local_net import LocalNet
 from .global_net import GlobalNet, hole_masks
 from .dad_head import DADHead, MATCH
+from .config import GlanceConfig, SKIP, check_imagenet_dir, _stains
+from .model import normalize, local_features, global_features, save_glance
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TEACHER_URL', 'TEACHER_FILE', 'STAGES', 'SKIP', 'GlanceConfig', 'smoke_config',
-           'normalize', 'local_features', 'global_features', 'Teacher', 'load_teacher', 'distill_loss',
-           'compactness_loss', 'glance_loss', 'batch_rng', 'Prefetcher', 'loader_settings', 'FolderPatches',
-           'ImagePatches', 'StainedPairs', 'CifarPairs', 'local_step', 'global_step', 'check_imagenet_dir',
-           'imagenet_stage_key', 'imagenet_cache', 'train_local', 'train_global', 'save_glance', 'load_glance',
-           'train_glance', 'cifar10_images', 'train_glance_cifar10']
-
-# %% ../../nbs/13_glance_train.ipynb #6e40cfb3
-@dataclass(frozen=True)
-class GlanceConfig:
-    "GLANCE hyper-parameters on MVTec AD (supp. C.1); `GlanceConfig.cifar10()` for supp. C.2"
-    category: str = 'bottle'          # MVTec AD category (one model per category, supp. C.1); CIFAR-10: the normal class
-    data_root: str = 'data'           # dataset root (01_data layout)
-    image_size: int = 256             # images resized to 256x256 (supp. C.1)
-    image_filter: str = 'bicubic'     # filter unstated in supp. C.1: Patch SVDD's official one, so both methods see the same pixels (01_data)
-    mask_filter: str = 'bicubic'      # masks as the official Patch SVDD code: resized like images, then ...
-    mask_threshold: int = 128         # ... kept where > 128, so both methods are scored against the same masks
-    patch_size: int = 33              # cropped patches are 33x33 (supp. C.1; Local-Net input, Tab. 1)
-    # Stage A: Local-Net distillation (supp. C.1, "Pre-training Local-Net")
-    teacher_weights: str = 'torchvision'  # ResNet-18 weights: a file (resnet18-5c106cde.pth, supp. C.1 footnote), 'torchvision' or 'untrained'
-    teacher_size: int = 224           # patch resized to 224 for ResNet-18 (assumption, as beerger/mad_seminar_ws23 does)
-    imagenet_dir: str|None = None     # an image folder for the ImageNet stage (supp. C.1); 'skip' opts out (recorded); None: an error
-    lambda_k: float = 1.0             # λ_k, weight of the distillation loss (supp. C.1)
-    lambda_c: float = 1.0             # λ_c, weight of the compactness loss (supp. C.1)
-    lr_local: float = 2e-4            # Adam learning rate of the ImageNet stage (supp. C.1)
-    lr_finetune: float = 2e-4         # Adam learning rate of the category fine-tune (supp. C.1; C.2: 1e-5)
-    betas: tuple = (0.9, 0.999)       # Adam β₁, β₂ of every optimiser (supp. C.1)
-    iters_imagenet: int = 50_000      # ImageNet distillation iterations (supp. C.1)
-    batch_imagenet: int = 64          # its batch size (supp. C.1)
-    iters_finetune: int = 50_000      # category fine-tune iterations (supp. C.1)
-    batch_finetune: int = 16          # its batch size (supp. C.1)
-    # Stage B: Global-Net and DAD head (supp. C.1, "Training Global-Net and DAD-head")
-    lambda_t: float = 0.01            # λ_t, weight of l_DAD (supp. C.1)
-    dad_reduction: str = 'mean'       # l_DAD as one cross-entropy: the mean over the 2B pairs; 'sum': the two batch means added
-    lr_global: float = 1e-4           # Adam learning rate of the Global-Net (supp. C.1; C.2: 1e-5)
-    lr_head: float = 1e-5             # Adam learning rate of the DAD head (supp. C.1; C.2: 1e-5)
-    iters: int = 200_000              # iterations (supp. C.1; C.2: 300K)
-    batch_size: int = 64              # batch size (supp. C.1)
-    stain_size: tuple = (0.01, 0.12)  # stain semi-axes, fraction of the side named by stain_relative_to (assumption; 03_stains)
-    stain_relative_to: str = 'image'  # 'image' (the 256-px image, default) or 'patch' (the 33-px patch; preset STAIN_PRESETS['patch'])
-    stain_color: tuple = (10, 220)    # stain grey levels (official AESc + Stain values, anncollin/AnomalyDetection-Keras)
-    stain_irregularity: float = 0.1   # contour jitter (official AESc + Stain value)
-    stain_blur: float = 0.15          # soft edge (official `StainBlur.yaml`)
-    # Inference (supp. C.1, "Inference")
-    grid: int = 20                    # 20 patches per side, 400 per image (supp. C.1)
-    lambda_s: float = 0.8             # λ_s, s = λ_s·s_IAD + (1 − λ_s)·s_DAD (supp. C.1)
-    idw_p: float = 5.0                # IDW power p (supp. C.1)
-    # Run plumbing (ours)
-    seed: int = 0                     # seeds the initial weights and every batch
-    device: str|None = None           # None: CUDA when available
-    ckpt_every: int = 1000            # iterations between checkpoints
-    imagenet_cache: str|None = None   # where ImageNet stages are kept, shared by a batch's categories; None: <runs root>/glance/_imagenet
-    workers: int|None = None          # DataLoader processes that prepare batches ahead; None: one per spare core (at most 8) on a GPU, 0 on a CPU
-    pin_memory: bool|None = None      # page-locked batches, copied to the GPU without blocking; None: on a GPU (same results either way)
-    precision: str = 'fp32'           # training arithmetic: 'fp32' (the paper's), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
-    chunk: int = 100                  # Global-Net passes per batch at inference (plain path); CIFAR-10 images per batch
-    cifar_verify: bool = True         # CIFAR-10 files must match the official md5 (01_data); False for a reduced local copy
-    limits = dict(  # checked with the field types by `check_config` (00_core)
-        image_size=OneOf(256, why="the Global-Net is defined for 256x256 images, supp. Tab. 2"),
-        patch_size=OneOf(33, why="the Local-Net's input is a 33x33 patch, supp. Tab. 1"), teacher_size=COUNT,
-        lambda_k=NON_NEGATIVE, lambda_c=NON_NEGATIVE, lr_local=POSITIVE, lr_finetune=POSITIVE,
-        betas=Between(0, 1, open_hi=True, why="Adam's betas"), iters_imagenet=NON_NEGATIVE, batch_imagenet=COUNT,
-        iters_finetune=COUNT, batch_finetune=COUNT, lambda_t=NON_NEGATIVE, lr_global=POSITIVE, lr_head=POSITIVE,
-        iters=COUNT, batch_size=COUNT, stain_size=Between(0, 1, open_lo=True), stain_color=Between(0, 255),
-        stain_irregularity=NON_NEGATIVE, stain_blur=NON_NEGATIVE, grid=Between(2, why='patch corners are spaced by 1/(grid - 1)'),
-        lambda_s=Between(0, 1), idw_p=POSITIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, workers=NON_NEGATIVE,
-        chunk=COUNT, image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
-        dad_reduction=OneOf('mean', 'sum'), stain_relative_to=OneOf('image', 'patch'),
-        precision=OneOf(*PRECISIONS))
-
-    def __post_init__(self): check_config(self)
-
-    @classmethod
-    def cifar10(cls, normal_class:str='airplane', **kw):
-        "The values of supp. C.2 (CIFAR-10 one-class): fine-tune and Stage-B learning rates 1e-5, 300K iterations"
-        return cls(**dict(dict(category=normal_class, lr_finetune=1e-5, lr_global=1e-5, lr_head=1e-5, iters=300_000), **kw))
-
-# %% ../../nbs/13_glance_train.ipynb #60dd79fb
-def smoke_config(cfg:GlanceConfig, # the config to shrink
-                 iters:int=160, # Stage-B iterations (Stage A: iters/8 on ImageNet, iters/4 fine-tune)
-                 batch:int=8, # every batch size
-                 lr:float=1e-3, # Stage-B learning rate of G and C
-                 grid:int=10): # inference grid, grid x grid patches
-    "`cfg` shrunk for CPU tests: few iterations, small batches, teacher input 64 px, frequent checkpoints, a coarser grid"
-    return replace(cfg, iters_imagenet=max(iters // 8, 1), batch_imagenet=batch, iters_finetune=max(iters // 4, 1),
-                   batch_finetune=batch, iters=iters, batch_size=batch, teacher_size=64, ckpt_every=max(iters // 8, 1),
-                   lr_global=lr, lr_head=lr, grid=grid)
-
-# %% ../../nbs/13_glance_train.ipynb #ccc84324
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-def normalize(x:torch.Tensor): # images or patches (B, 3, H, W) in [0, 1]
-    "ImageNet mean/std normalisation"
-    mean, std = (x.new_tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return (x - mean) / std
-
-def local_features(L:nn.Module, p:torch.Tensor): # patches (B, 3, 33, 33) in [0, 1]
-    "Z_l = L(p), (B, 128)"
-    return L(normalize(p)).flatten(1)  # (B, 128, 1, 1) -> (B, 128)
-
-def global_features(G:nn.Module, x:torch.Tensor, mask:torch.Tensor): # images (B, 3, 256, 256) in [0, 1]; masks (B, 1, 256, 256), 0 = hole
-    "Z_g = G(I, M), (B, 128)"
-    return G(normalize(x), mask).flatten(1)  # (B, 128, 1, 1) -> (B, 128)
+__all__ = ['TEACHER_URL', 'TEACHER_FILE', 'STAGES', 'Teacher', 'load_teacher', 'distill_loss', 'compactness_loss', 'glance_loss',
+           'batch_rng', 'Prefetcher', 'loader_settings', 'FolderPatches', 'ImagePatches', 'StainedPairs', 'CifarPairs',
+           'local_step', 'global_step', 'imagenet_stage_key', 'imagenet_cache', 'train_local', 'train_global',
+           'train_glance', 'train_glance_cifar10']
 
 # %% ../../nbs/13_glance_train.ipynb #9f6c4186
 TEACHER_URL = 'https://download.pytorch.org/models/resnet18-5c106cde.pth'  # supp. C.1, footnote
@@ -345,17 +247,7 @@ def global_step(L, G, C, opt_g, opt_c, batches, lambda_t:float=0.01, device='cpu
     return step
 
 # %% ../../nbs/13_glance_train.ipynb #1237aa1c
-SKIP = 'skip'  # imagenet_dir value that opts out of the ImageNet stage
-
 def _adam(modules, lr, betas): return torch.optim.Adam([p for m in modules for p in m.parameters()], lr=lr, betas=tuple(betas))
-
-def check_imagenet_dir(imagenet_dir:str|None):
-    "Refuse to start without the ImageNet stage unless the user opted out by name"
-    if imagenet_dir is None:
-        raise GlanceSvddError("GLANCE's schedule starts with 50K iterations of Local-Net distillation on ImageNet (supp. C.1), "
-                              "and imagenet_dir is not set. Give an image folder (e.g. --set imagenet_dir=PATH/TO/imagenet/train; "
-                              f"see data/README.md), or skip that stage explicitly with imagenet_dir='{SKIP}' (the run and the "
-                              "report then say so)")
 
 def imagenet_stage_key(cfg:GlanceConfig)->tuple:
     "(key, what): everything the ImageNet stage's Local-Net depends on, and a short hash of it that names its folder"
@@ -428,23 +320,7 @@ def train_global(cfg:GlanceConfig, run_dir, L:nn.Module, pairs:Dataset, progress
                   Path(run_dir)/'checkpoints'/'global_net', cfg.ckpt_every, desc='B global', progress=progress)
     return G.eval(), C.eval(), dict(global_losses=loss_summary(history), global_curve=loss_curve(history), global_seconds=round(time.time() - t0, 1))
 
-# %% ../../nbs/13_glance_train.ipynb #a2b99953
-def save_glance(run_dir, L:nn.Module, G:nn.Module, C:nn.Module):
-    "Write the three networks to `run_dir/glance.pt`, atomically"
-    save_torch(dict(local=L.state_dict(), global_net=G.state_dict(), head=C.state_dict()), Path(run_dir)/'glance.pt')
-
-def load_glance(run_dir, device=None):
-    "Local-Net, Global-Net and DAD head of a trained run, in eval mode on `device`"
-    f = Path(run_dir)/'glance.pt'
-    if not f.exists(): raise GlanceSvddError(f"{f} does not exist: train the run first (train_glance)")
-    state, nets = load_torch(f), (LocalNet(), GlobalNet(), DADHead())
-    for net, k in zip(nets, ('local', 'global_net', 'head')): net.load_state_dict(state[k])
-    return tuple(n.to(get_device(device)).eval().requires_grad_(False) for n in nets)
-
 # %% ../../nbs/13_glance_train.ipynb #e11c3f9d
-def _stains(cfg): return dict(size=cfg.stain_size, color=cfg.stain_color, irregularity=cfg.stain_irregularity, blur=cfg.stain_blur,
-                              relative_to=dict(image=cfg.image_size, patch=cfg.patch_size)[cfg.stain_relative_to])
-
 def _train(cfg, run_dir, images_ft, pairs, progress, **assumptions): # recorded in train.json
     run_dir = init_run(run_dir, asdict(cfg), ignore=('device', 'workers', 'pin_memory', 'chunk', 'cifar_verify', 'imagenet_cache'))
     L, record = train_local(cfg, run_dir, ImagePatches(images_ft, cfg.batch_finetune, cfg.seed, cfg.patch_size), progress)
@@ -463,15 +339,6 @@ def train_glance(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
                   idw=f'Shepard interpolation over all {cfg.grid}x{cfg.grid} patch centres, power {cfg.idw_p}')
 
 # %% ../../nbs/13_glance_train.ipynb #22e044db
-def cifar10_images(root, # CIFAR-10 root (01_data)
-                   normal_class:str|int, # the normal class, name or index
-                   split:str, # 'train' (the normal class only) or 'test' (all classes)
-                   verify:bool=True): # compare the files with the official md5
-    "CIFAR-10 one-class split as tensors: images (N, 3, 32, 32) in [0, 1], labels (N,) (1 = anomalous), CIFAR classes (N,)"
-    ds = CIFAR10OneClass(root, normal_class, split, verify=verify)
-    items = [ds[i] for i in range(len(ds))]
-    return (torch.stack([d['image'] for d in items]), *(torch.tensor([d[k] for d in items]) for k in ('label', 'target')))
-
 def train_glance_cifar10(cfg:GlanceConfig, run_dir, progress:bool=True)->Path:
     "Train GLANCE one-class on CIFAR-10 normal class `cfg.category` (supp. C.2) in `run_dir`"
     check_imagenet_dir(cfg.imagenet_dir)

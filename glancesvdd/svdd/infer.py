@@ -16,7 +16,8 @@ from ..core import GlanceSvddError, get_device, save_torch, load_torch, progress
 from ..data import load_config_split
 from ..patches import grid_size, dense_corners, crop_patches
 from ..runs import save_scores
-from .train import SvddConfig, mean_image, standardise, load_encoder
+from .config import SvddConfig
+from .model import mean_image, standardise, load_encoder
 
 # %% auto #0
 __all__ = ['EPS64', 'INDEX_VERSION', 'EPS32', 'TRAIN_FOLDS', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index',

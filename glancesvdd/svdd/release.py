@@ -11,8 +11,8 @@ from pathlib import Path
 from ..core import GlanceSvddError, get_device, atomic_path, save_json, save_torch, load_json
 from ..data import download_file, sha256sum, _extract_categories
 from ..runs import run_path, init_run
-from .encoder import load_official_encoder
-from .train import SvddConfig, spread, is_collapsed
+from .model import load_official_encoder, spread, is_collapsed
+from .config import SvddConfig
 from .infer import load_bank
 
 # %% auto #0

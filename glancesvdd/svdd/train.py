@@ -5,93 +5,23 @@
 # %% ../../nbs/21_svdd_train.ipynb #ecd5eec9
 from __future__ import annotations
 import functools, math, time, warnings
-from dataclasses import dataclass, asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, get_device, seed_everything, autocast, float32_matmuls, to_device, PRECISIONS, save_json, save_torch, load_torch, load_json
-from ..data import load_config_split, RESIZE_FILTERS
+from ..core import get_device, seed_everything, autocast, float32_matmuls, to_device, save_json, save_torch
+from ..data import load_config_split
 from ..patches import random_corners, crop_patches, jitter_corners, neighbour_corners
 from ..runs import fit, init_run, is_trained, loss_summary, loss_curve
-from .encoder import make_encoder, PositionClassifier
+from .config import SvddConfig
+from .model import make_encoder, PositionClassifier, mean_image, standardise, spread, embedding_spread, is_collapsed
 
 # %% auto #0
-__all__ = ['COMBINE', 'TABLE_S2', 'SvddConfig', 'smoke_config', 'mean_image', 'standardise', 'steps_per_epoch', 'n_iters',
-           'batch_images', 'sample_pairs', 'crop_pairs', 'encode_pairs', 'pair_losses', 'spread', 'make_trainer',
-           'embedding_spread', 'is_collapsed', 'train_svdd', 'save_trained', 'load_encoder']
-
-# %% ../../nbs/21_svdd_train.ipynb #1abed944
-@dataclass(frozen=True)
-class SvddConfig:
-    "Patch SVDD hyper-parameters on MVTec AD (supp. S3; the official release @ 934d623)"
-    category: str = 'bottle'          # MVTec AD category (one model per category)
-    data_root: str = 'data/mvtec_ad'  # dataset root (01_data layout)
-    image_size: int = 256             # images resized to 256x256 (supp. S3.1)
-    image_filter: str = 'bicubic'     # PIL's default resize on the uint8 image (official codes/mvtecad.py @ 934d623)
-    mask_filter: str = 'bicubic'      # masks resized the same way, then ...
-    mask_threshold: int = 128         # ... kept where > 128 (official get_mask)
-    D: int = 64                       # embedding dimension (official `main_train.py --D` default)
-    hierarchical: bool = True         # hierarchical encoder (supp. S3.2); False: Table S2's first row
-    lambda_svdd: float = 1e-3         # λ, weight of L_SVDD': the official README's command, not the paper's (none published, issues #5, #30)
-    lr: float = 1e-4                  # Adam learning rate (official --lr default)
-    epochs: int = 300                 # official main_train.py default, not the paper's; epoch 0 only evaluates, so 299 train
-    repeat: int = 100                 # samples per image per epoch (official `rep`)
-    batch_size: int = 64              # pairs of each of the four kinds per step (official DataLoader)
-    noise: float = 0.02               # σ of the RGB shift and the pixel noise on position pairs (official PositionDataset)
-    learn_fc3_weight: bool = False    # official quirk: the classifier's last weight is never trained (`NormalizedLinear`, codes/networks.py)
-    stride_64: int = 16               # S for K=64 (supp. S3.2)
-    stride_32: int = 4                # S for K=32 (supp. S3.2)
-    combine: str = 'mult'             # M = M_64 ⊙ M_32 (supp. Alg. 2, line 11); 'sum' (official maps_sum), 'k64', 'k32'
-    nn_search: str = 'exact'          # 'exact' nearest neighbours; 'approx' (nearest k-means cell only) is never the default
-    iters: int|None = None            # iterations; None: (epochs - 1) * steps_per_epoch, as the official loop
-    collapse_tol: float = 1.2e-7      # relative spread of normal embeddings below float32 resolution (eps): collapsed
-    seed: int = 0                     # seeds the initial weights and every sampled batch
-    device: str|None = None           # None: CUDA when available
-    ckpt_every: int = 500             # iterations between checkpoints
-    nn_chunk: int = 8192              # bank rows per distance tile of the brute-force search (memory bound)
-    precision: str = 'fp32'           # training arithmetic: 'fp32' (official), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
-
-    limits = dict(  # checked with the field types by `check_config` (00_core); the method's constraints below
-        image_size=Between(64, why='the K=64 patch must fit'), D=COUNT, lambda_svdd=NON_NEGATIVE, lr=POSITIVE,
-        epochs=Between(2, why='epoch 0 only evaluates'), repeat=COUNT, batch_size=COUNT, noise=NON_NEGATIVE,
-        stride_64=COUNT, stride_32=COUNT, combine=OneOf('mult', 'sum', 'k64', 'k32'), nn_search=OneOf('exact', 'approx'),
-        iters=COUNT, collapse_tol=NON_NEGATIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, nn_chunk=COUNT,
-        image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
-        precision=OneOf(*PRECISIONS))
-
-    def __post_init__(self):
-        check_config(self)
-        if not self.hierarchical and self.combine != 'k64':
-            raise GlanceSvddError(f"the non-hierarchical encoder has only the K=64 scale: use combine='k64', not {self.combine!r}")
-
-COMBINE = ('mult', 'sum', 'k64', 'k32')
-
-# %% ../../nbs/21_svdd_train.ipynb #14654f10
-TABLE_S2 = {  # row of supp. Table S2 -> config fields (apply with dataclasses.replace)
-    'flat_k64': dict(hierarchical=False, combine='k64'),  # ✗ hierarchical, K = 64: det .810, seg .879
-    'hier_k64': dict(hierarchical=True, combine='k64'),   # ✓, K = 64: .894, .932
-    'hier_k32': dict(hierarchical=True, combine='k32'),   # ✓, K = 32: .902, .957
-    'hier_agg': dict(hierarchical=True, combine='mult'),  # ✓, aggregated: .921, .957 (the paper's result)
-}
-
-def smoke_config(cfg:SvddConfig, # the config to shrink
-                 iters:int=20, # iterations
-                 batch:int=8): # pairs of each kind per step
-    "`cfg` shrunk for CPU tests: few iterations, small batches, frequent checkpoints"
-    return replace(cfg, iters=iters, batch_size=batch, ckpt_every=max(iters // 2, 1))
-
-# %% ../../nbs/21_svdd_train.ipynb #eac9eb4e
-def mean_image(images:torch.Tensor)->torch.Tensor: # train images (N, 3, H, W) in [0, 1]
-    "Per-pixel mean (3, H, W) of the training images (official get_mean), accumulated in float64"
-    return images.double().mean(0).float()
-
-def standardise(x:torch.Tensor, # images (N, 3, H, W) in [0, 1]
-                mean:torch.Tensor): # the train mean image (3, H, W)
-    "Official normalisation: (x - mean) on the [0, 1] scale, i.e. (x255 - mean255) / 255"
-    return (x - mean.to(x.device)).contiguous()
+__all__ = ['steps_per_epoch', 'n_iters', 'batch_images', 'sample_pairs', 'crop_pairs', 'encode_pairs', 'pair_losses',
+           'make_trainer', 'train_svdd', 'save_trained']
 
 # %% ../../nbs/21_svdd_train.ipynb #a4851d5e
 def steps_per_epoch(n_images:int, repeat:int=100, batch_size:int=64)->int:
@@ -153,11 +83,6 @@ def pair_losses(cls, # the scale's PositionClassifier
     hp, hp2, hs, hs1 = h.flatten(1).chunk(4)  # each (n, D)
     return F.cross_entropy(cls(hp, hp2), y), (hs - hs1).norm(dim=1).mean()
 
-def spread(h:torch.Tensor)->torch.Tensor: # embeddings (M, D, ...)
-    "Relative spread (0-d float64 tensor): mean over dimensions of the std of the embeddings, over their mean magnitude; 0 when constant"
-    h = h.flatten(1).double()
-    return h.std(0).mean() / h.abs().mean().clamp(min=1e-300)
-
 # %% ../../nbs/21_svdd_train.ipynb #11744db7
 def make_trainer(cfg:SvddConfig, x:torch.Tensor): # normalised training images (N, 3, S, S) on the device
     "Modules, optimiser, generators and the step function of one Patch SVDD run"
@@ -186,25 +111,6 @@ def make_trainer(cfg:SvddConfig, x:torch.Tensor): # normalised training images (
         return dict(loss=loss.detach(), **out)   # tensors: `fit` reads them in batches (04_runs)
     state = dict(encoder=enc, optimizer=opt, **{f'cls_{K}': c for K, c in cls.items()})
     return dict(step=step, state=state, rngs=dict(corners=rng, noise=gen), encoder=enc, classifiers=cls)
-
-# %% ../../nbs/21_svdd_train.ipynb #22856c53
-@torch.no_grad()
-def embedding_spread(enc, # SvddEncoder or FlatEncoder
-                     x:torch.Tensor, # normalised normal images (N, 3, S, S)
-                     n:int=256, # patches per scale
-                     seed:int=0, batch:int=256)->dict:
-    "Relative spread of the embeddings of `n` random normal patches at each scale: {'spread_64': .., 'spread_32': ..}"
-    rng, out = np.random.default_rng(seed), {}
-    for K, net in ((64, enc), (32, enc.small)):
-        if net is None: continue
-        idx = rng.integers(0, len(x), n)
-        p = crop_patches(x, random_corners(n, x.shape[-1], K, rng), K, index=idx)
-        out[f'spread_{K}'] = spread(torch.cat([net(p[i:i + batch]) for i in range(0, n, batch)])).item()
-    return out
-
-def is_collapsed(spreads:dict, tol:float=1.2e-7)->bool:
-    "A run has collapsed when the embeddings of normal patches are constant at any scale"
-    return min(spreads.values()) < tol
 
 # %% ../../nbs/21_svdd_train.ipynb #a24a1bf4
 def train_svdd(cfg:SvddConfig, run_dir, progress:bool=True)->Path:
@@ -237,10 +143,3 @@ def save_trained(cfg:SvddConfig, run_dir, enc, classifiers:dict, history:list, #
     save_json(dict(iters=len(history) and history[-1]['iter'] + 1, n_images=len(x), steps_per_epoch=steps_per_epoch(len(x), cfg.repeat, cfg.batch_size),
                    last_losses=loss_summary(history), curve=loss_curve(history), collapsed=collapsed, collapse_steps=collapse_steps,
                    **spreads, **extra), Path(run_dir)/'train.json')
-
-def load_encoder(run_dir, device=None):
-    "The trained encoder of a run (eval mode) and its `train.json` record"
-    ck = load_torch(Path(run_dir)/'model.pt', map_location='cpu')
-    enc = make_encoder(ck['hierarchical'], ck['D'])
-    enc.load_state_dict(ck['encoder'])
-    return enc.to(get_device(device)).eval(), load_json(Path(run_dir)/'train.json')
