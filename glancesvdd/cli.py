@@ -283,13 +283,13 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
 # %% ../nbs/61_cli.ipynb #cba21d1a
 @call_parse
 def report(runs:Param("runs root", str)='runs',
-           out:Param("output folder", str)='figures'):
+           out:Param("output folder (figures/ is the repository's, made from results/)", str)='reports'):
     "Render the papers' tables and figures from whatever runs exist"
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.reports import render_report
     if not Path(runs).is_dir():
         if runs != 'runs': raise GlanceSvddError(f"runs folder {runs} does not exist: give the --runs folder that train or batch wrote to")
-        print("no runs folder yet: the tables show the published numbers alone (this is how figures/ is made)")
+        print("no runs folder yet: the tables show the published numbers alone")
     files = render_report(runs, out)
     print(f"wrote {len(files)} files; start at {Path(out)/'index.md'}")
 
@@ -312,7 +312,7 @@ def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
 
 # %% ../nbs/61_cli.ipynb #828d3fdf
 @call_parse
-def demo(out:Param("where the report goes", str)='figures/demo',
+def demo(out:Param("where the report goes", str)='reports/demo',
          data:Param("where the synthetic data set is written", str)='data/synthetic',
          runs:Param("runs root of the demo", str)='runs/demo',
          categories:Param("synthetic categories, comma-separated", str)=DEMO_CATEGORIES,
