@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_svdd_infer.ipynb #70a5d47c
 from __future__ import annotations
-import copy, math
+import copy, hashlib, math, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from .model import mean_image, standardise, load_encoder
 # %% auto #0
 __all__ = ['EPS64', 'INDEX_VERSION', 'EPS32', 'TRAIN_FOLDS', 'embed_dense', 'embed_patches', 'nn_brute', 'build_index',
            'search_index', 'distribute_scores', 'combine_maps', 'build_bank', 'nearest_normal', 'score_images',
-           'make_bank', 'load_bank', 'trained_encoder', 'score_all', 'infer_svdd', 'infer_images', 'training_scores']
+           'make_bank', 'bank_provenance', 'load_bank', 'trained_encoder', 'score_all', 'infer_svdd', 'infer_images',
+           'training_scores']
 
 # %% ../../nbs/22_svdd_infer.ipynb #55298d16
 def _check_stride(S, m, what):
@@ -396,12 +397,24 @@ def make_bank(cfg:SvddConfig, enc, images:torch.Tensor, progress:bool=False)->di
     scales = ((64, cfg.stride_64), (32, cfg.stride_32)) if cfg.hierarchical else ((64, cfg.stride_64),)
     return build_bank(enc, images, scales, cfg.seed, progress, index=_cpu_index(cfg))
 
+def bank_provenance(enc, images:torch.Tensor)->dict:
+    "What a bank is built from: a sha256 of the encoder's weights and one of the training images' pixels"
+    h = hashlib.sha256()
+    for k, v in sorted(enc.state_dict().items()): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return dict(encoder=h.hexdigest(), train=hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest(), n_train=len(images))
+
 def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
-    "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use"
+    "The run's feature bank: `run_dir/bank.pt`, built from the training split on first use, and again when the encoder or the images changed"
     f = Path(run_dir)/'bank.pt'
     cpu_index = _cpu_index(cfg)
+    train = load_config_split(cfg, 'train', progress)
+    made_from = bank_provenance(enc, train['images'])
     if f.exists():
         bank = load_torch(f)
+        if bank.get('provenance') != made_from:
+            warnings.warn(f"{f} was built from {'another encoder' if bank.get('provenance', {}).get('encoder') != made_from['encoder'] else 'other training images'}"
+                          f"{' (or by an older glancesvdd, which did not record it)' if 'provenance' not in bank else ''}: built again")
+            f.unlink(); return load_bank(cfg, run_dir, enc, progress)
         if not cpu_index: return bank
         stale = [K for K in bank['scales'] if bank[K].get('index', {}).get('version') != INDEX_VERSION]
         for K in stale: bank[K]['index'] = build_index(bank[K]['features'], seed=cfg.seed)  # built for a GPU, or by an older glancesvdd
@@ -409,8 +422,7 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
         for K in bank['scales']:
             if 'bank' not in bank[K]['index']: bank[K]['index'] = _restore_index(bank[K]['index'], bank[K]['features'])
         return bank
-    train = load_config_split(cfg, 'train', progress)
-    bank = dict(make_bank(cfg, enc, train['images'], progress), paths=list(train['paths']))
+    bank = dict(make_bank(cfg, enc, train['images'], progress), paths=list(train['paths']), provenance=made_from)
     _save_bank(bank, f)
     return bank
 
