@@ -253,15 +253,26 @@ def build_docs(nbs='nbs', # notebook folder
     return results
 
 # %% ../nbs/55_docs.ipynb #d2486d5c
+def _small_pictures(nb, max_kb:int):
+    "Replace every picture output larger than `max_kb` by a line that says so: the repository keeps small figures only"
+    for c in nb.cells:
+        for o in c.get('outputs', []):
+            big = [k for k, v in o.get('data', {}).items() if k.startswith('image/') and len(v) * 3 / 4 > max_kb * 1024]
+            for k in big:
+                o['data']['text/plain'] = f"[a {len(o['data'][k]) * 3 // 4 // 1024} kB picture, left out of the repository: run the notebook to see it]"
+                del o['data'][k]
+
 def refresh_outputs(nbs='nbs', # notebook folder
                     notebooks=None, # only these (e.g. ['10_local_net']); default: every library notebook
-                    timeout:int=600, skip_flags=SKIP_FLAGS, progress:bool=True)->list:
+                    timeout:int=600, skip_flags=SKIP_FLAGS, progress:bool=True,
+                    max_kb:int=50)->list: # pictures above this size are left out (a line says so)
     "Execute the library notebooks and write each back with its outputs; returns the (notebook, error or None) pairs"
     out = []
     for rec in (r for r in find_pages(nbs, runs=Path(nbs)/'.no-runs', notebooks=notebooks) if r['kind'] == 'library'):
         nb = nbformat.read(rec['src'], as_version=4)
         t = time.time(); error = execute_nb(nb, rec['src'].parent, timeout, skip_flags)
         if error is None:
+            _small_pictures(nb, max_kb)
             with atomic_path(rec['src']) as tmp: nbformat.write(nb, tmp)
         out.append((rec['src'], error))
         if progress: print(f"{rec['src']}: {'outputs written' if error is None else 'NOT written: ' + error} ({time.time() - t:.0f} s)")
