@@ -272,7 +272,7 @@ def refresh_outputs(nbs='nbs', # notebook folder
         nb = nbformat.read(rec['src'], as_version=4)
         t = time.time(); error = execute_nb(nb, rec['src'].parent, timeout, skip_flags)
         if error is None:
-            _small_pictures(nb, max_kb)
+            _small_pictures(nb, max_kb); nb.metadata.pop('widgets', None)   # widget state: for the site (build_docs), not the repository
             with atomic_path(rec['src']) as tmp: nbformat.write(nb, tmp)
         out.append((rec['src'], error))
         if progress: print(f"{rec['src']}: {'outputs written' if error is None else 'NOT written: ' + error} ({time.time() - t:.0f} s)")
