@@ -596,11 +596,12 @@ def run_caveats(result:dict)->list:
     return list(dict.fromkeys(out))
 
 def _run_list(results, hints=())->str:
-    if not results: return 'No finished runs yet: the tables show the published numbers alone.\n' + ''.join(f'\n- {h}' for h in hints) + ('\n' if hints else '')
+    notes = ''.join(f'\n- {h}' for h in hints) + ('\n' if hints else '')   # why some folders show no run (runs_hints)
+    if not results: return 'No finished runs yet: the tables show the published numbers alone.\n' + notes
     rows = [[r['method'], display_name(r['category']), ', '.join(map(str, r['seeds'])),
              *(fmt_ours(r, k) for k in _METRICS), '; '.join(run_caveats(r)) or DASH]
             for r in sorted(results, key=lambda r: (r['method'], _order(r['category'])))]
-    return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO', 'Not as in the paper'])
+    return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO', 'Not as in the paper']) + notes
 
 def caveat_note(results:list)->str|None:
     "One note naming every run whose numbers come from a schedule other than the paper's, or None"
