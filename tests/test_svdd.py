@@ -14,7 +14,7 @@ from glancesvdd.svdd import train as T
 from glancesvdd.svdd.model import SvddEncoder, FlatEncoder, load_official_encoder, n_params
 from glancesvdd.svdd.infer import (build_bank, build_index, combine_maps, embed_dense, embed_patches, infer_svdd,
                                    nn_brute, score_images, search_index)
-from glancesvdd.svdd.config import SvddConfig
+from glancesvdd.svdd.config import SvddConfig, TABLE_S2
 from glancesvdd.svdd.model import embedding_spread, is_collapsed, standardise
 from glancesvdd.svdd.train import train_svdd
 
@@ -223,14 +223,14 @@ def test_collapse_is_detected_and_reported(data, tmp_path):
 
 def test_table_s2_flat_encoder_run(data, tmp_path):
     "Table S2's first row: the non-hierarchical encoder trains the K=64 terms only and is scored at K=64 only"
-    cfg = replace(small(data, iters=2, batch_size=4), **T.TABLE_S2['flat_k64'])
+    cfg = replace(small(data, iters=2, batch_size=4), **TABLE_S2['flat_k64'])
     run = train_svdd(cfg, tmp_path/'flat', progress=False)
     assert set(load_torch(run/'model.pt')) == {'encoder', 'hierarchical', 'D', 'cls_64'}
     infer_svdd(cfg, run, progress=False)
     s = load_scores(run)
     assert 'maps_k64' in s and 'maps_k32' not in s and s['patch_scores_k64'].shape == (23, 5, 5)
     np.testing.assert_array_equal(s['maps'], s['maps_k64'])
-    k32 = replace(small(data, iters=2, batch_size=4), **T.TABLE_S2['hier_k32'])
+    k32 = replace(small(data, iters=2, batch_size=4), **TABLE_S2['hier_k32'])
     infer_svdd(k32, train_svdd(k32, tmp_path/'k32', progress=False), progress=False)
     s = load_scores(tmp_path/'k32')
     np.testing.assert_array_equal(s['maps'], s['maps_k32'])
