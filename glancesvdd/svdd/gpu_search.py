@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22a_svdd_gpu_search.ipynb #4561aa9c
 from __future__ import annotations
-import math
+import math, time
 
 import torch
 import triton
@@ -13,8 +13,8 @@ import triton.language as tl
 from ..core import GlanceSvddError
 
 # %% auto #0
-__all__ = ['EPS32', 'TILES', 'WITHIN_TILES', 'MAX_PAIRS', 'rounding_bound', 'nn_top2_kernel', 'nn_within_kernel', 'gpu_bank',
-           'nn_gpu']
+__all__ = ['EPS32', 'TILES', 'WITHIN_TILES', 'MAX_PAIRS', 'rounding_bound', 'nn_top2_kernel', 'pair_d2_kernel',
+           'nn_within_kernel', 'gpu_bank', 'nn_gpu']
 
 # %% ../../nbs/22a_svdd_gpu_search.ipynb #44ac78c5
 EPS32 = 2.0 ** -24  # float32 unit roundoff
@@ -54,6 +54,16 @@ def nn_top2_kernel(Q, B, BN, OUT_D1, OUT_I1, OUT_D2, n_q, n_b, per_split,
     tl.store(OUT_D1 + out, best1, mask=rows < n_q)
     tl.store(OUT_I1 + out, arg1, mask=rows < n_q)
     tl.store(OUT_D2 + out, best2, mask=rows < n_q)
+
+@triton.jit
+def pair_d2_kernel(Q, B, QI, BJ, OUT, n, DIM: tl.constexpr, BLOCK: tl.constexpr):
+    "float64 squared distance of each candidate pair (Q[QI[k]], B[BJ[k]]) of float32 rows, measured by differences"
+    k = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = k < n
+    qi, bj, dims = tl.load(QI + k, mask=ok, other=0), tl.load(BJ + k, mask=ok, other=0), tl.arange(0, DIM)
+    d = (tl.load(Q + qi[:, None] * DIM + dims[None, :], mask=ok[:, None], other=0.).to(tl.float64)
+         - tl.load(B + bj[:, None] * DIM + dims[None, :], mask=ok[:, None], other=0.).to(tl.float64))
+    tl.store(OUT + k, tl.sum(d * d, axis=1), mask=ok)
 
 @triton.jit
 def nn_within_kernel(Q, B, BN, THR, OUT, COUNT, cap, n_q, n_b, per_split,
@@ -130,25 +140,33 @@ def _within(qf, gb, thr, cap:int=MAX_PAIRS):
     k = int(count.item())
     return (out[:k, 0].long(), out[:k, 1].long()) if k <= cap else None
 
-def _nearest_in(q64, features, qi, bj, n:int, pairs:int=1 << 21)->torch.Tensor:
+def _pair_d2(q, features, i, j)->torch.Tensor:
+    "float64 squared distances of the pairs (q[i], features[j]) of float32 rows: one kernel, no (pairs, D) copies in memory"
+    D = features.shape[1]
+    if D & (D - 1): return (q[i].double() - features[j].double()).pow_(2).sum(1)   # tl.arange needs a power of two
+    out = torch.empty(len(i), dtype=torch.float64, device=q.device)
+    pair_d2_kernel[(triton.cdiv(len(i), 128),)](q, features, i, j, out, len(i), DIM=D, BLOCK=128)
+    return out
+
+def _nearest_in(q32, features, qi, bj, n:int, pairs:int=1 << 24)->torch.Tensor:
     "Row (n,) of each query's nearest candidate, from the pairs (qi, bj) measured in float64 a chunk at a time (bounded memory)"
-    best = torch.full((n,), math.inf, dtype=torch.float64, device=q64.device)
-    arg = torch.zeros(n, dtype=torch.long, device=q64.device)
+    best = torch.full((n,), math.inf, dtype=torch.float64, device=q32.device)
+    arg = torch.zeros(n, dtype=torch.long, device=q32.device)
     for s in range(0, len(qi), pairs):
         i, j = qi[s:s + pairs], bj[s:s + pairs]
-        d2 = (q64[i] - features[j].double()).pow_(2).sum(1)
+        d2 = _pair_d2(q32, features, i, j)
         m = torch.full_like(best, math.inf).scatter_reduce_(0, i, d2, 'amin')   # each query's minimum in this chunk
         better = m < best
         win = (d2 == m[i]) & better[i]
         best[better] = m[better]; arg[i[win]] = j[win]                          # any one of exact ties
     return arg
 
-def _recheck(q64, qf, gb, thr, cap:int=MAX_PAIRS)->torch.Tensor:
+def _recheck(q32, qf, gb, thr, cap:int=MAX_PAIRS)->torch.Tensor:
     "The float64 nearest row of each query among the rows whose computed value is within `thr`; queries split while their pairs exceed `cap`"
     found = _within(qf, gb, thr, cap)
-    if found is not None: return _nearest_in(q64, gb['features'], *found, len(qf))
+    if found is not None: return _nearest_in(q32, gb['features'], *found, len(qf))
     h = len(qf) // 2                   # one query has at most one pair per row, which `cap` is checked to hold
-    return torch.cat([_recheck(q64[s], qf[s], gb, thr[s], cap) for s in (slice(0, h), slice(h, None))])
+    return torch.cat([_recheck(q32[s], qf[s], gb, thr[s], cap) for s in (slice(0, h), slice(h, None))])
 
 # %% ../../nbs/22a_svdd_gpu_search.ipynb #086433cb
 @torch.no_grad()
@@ -160,20 +178,27 @@ def nn_gpu(q:torch.Tensor, # queries (n, D)
     dev = gb['centred'].device
     if q.shape[1] != gb['features'].shape[1]: raise GlanceSvddError(f"queries of {q.shape[1]} dimensions, bank of {gb['features'].shape[1]}")
     if not len(gb['features']): raise GlanceSvddError("the bank is empty: no normal features to compare with")
-    dists, rows, n_amb = [], [], 0
+    dists, rows, n_amb, times = [], [], 0, dict(scan=0., recheck=0.)
+    def clock():                                   # phase times, only when asked for: they wait for the GPU
+        if stats is None: return 0.
+        if dev.type == 'cuda': torch.cuda.synchronize(dev)
+        return time.perf_counter()
     for s in range(0, len(q), q_chunk):
-        q64 = q[s:s + q_chunk].to(dev, torch.float64)
-        qc = q64 - gb['mu']
+        t0 = clock()
+        q32 = q[s:s + q_chunk].to(dev, torch.float32).contiguous()
+        q64 = q32.double(); qc = q64 - gb['mu']
         qf = _padded(qc.float(), gb['centred'].shape[1])
         try: two, arg = _top2(qf, gb, TILES)
         except triton.runtime.errors.OutOfResources: two, arg = _top2(qf, gb, WITHIN_TILES)   # a GPU with less shared memory
         eps = rounding_bound(qc.norm(dim=1), gb['b_max'], qf.shape[1], _precision(dev))
         amb = (two[1].double() - two[0].double() <= 2 * eps).nonzero()[:, 0]   # the bound cannot tell the winner
+        t1 = clock(); times['scan'] += t1 - t0
         if len(amb):
             thr = (two[0, amb].double() + 2 * eps[amb]).float()
-            arg[amb] = _recheck(q64[amb], qf[amb].contiguous(), gb, torch.nextafter(thr, torch.full_like(thr, math.inf)), max(MAX_PAIRS, len(gb['features'])))
+            arg[amb] = _recheck(q32[amb], qf[amb].contiguous(), gb, torch.nextafter(thr, torch.full_like(thr, math.inf)), max(MAX_PAIRS, len(gb['features'])))
             n_amb += len(amb)
         rows.append(arg)
         dists.append((q64 - gb['features'][arg].double()).norm(dim=1))        # measured directly, as nn_brute
-    if stats is not None: stats.update(queries=len(q), rechecked=n_amb)
+        times['recheck'] += clock() - t1
+    if stats is not None: stats.update(queries=len(q), rechecked=n_amb, seconds=times)
     return torch.cat(dists), torch.cat(rows)
