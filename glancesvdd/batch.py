@@ -11,18 +11,17 @@ from pathlib import Path
 import torch   # papermill, nbclient and jupyter_client are imported where they are used: importing them takes about 2 s,
                # which every experiment notebook's kernel would pay, since the notebooks import this module for their config
 
+from .choices import METHODS, EXECUTORS   # the names the command offers (00a_choices)
 from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
 from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
-__all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir',
-           'method_api', 'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook',
-           'prepare_run', 'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs',
-           'batch', 'summary_table']
+__all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
+           'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
+           'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch',
+           'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
-METHODS = ('glance', 'svdd')
-
 def experiments_dir()->Path:
     "The folder of the experiment notebooks: `glancesvdd/experiments` of an installed wheel, else `nbs/experiments` of the source checkout"
     here = Path(__file__).resolve().parent
@@ -328,7 +327,7 @@ def batch(jobs:list, # the runs, `Job`s
           progress:bool=True,
           workers:int=0)->list: # local: runs at once (0: one per GPU, or `CPU_RUNS` on a CPU; see `local_plan`)
     "Run every job; failures are recorded, never raised; a summary is saved after each run; results (returned and saved) are in the jobs' order"
-    if executor not in ('local', 'slurm', 'submitit-local'): raise GlanceSvddError(f"unknown executor {executor!r}: use local or slurm")
+    if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'

@@ -4,40 +4,48 @@
 
 # %% ../nbs/61_cli.ipynb #0b98b86a
 from __future__ import annotations
-import argparse, ast, os, shutil, sys, warnings
+import argparse, ast, inspect, os, shutil, sys, warnings
 from dataclasses import fields
 from importlib.metadata import version
 from pathlib import Path
 
-from fastcore.script import call_parse, anno_parser, Param, store_true
+from fastcore.script import Param, store_true, store_false
 
 import glancesvdd   # the package alone: the library (torch, papermill) is imported inside the commands, see `main`
+from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser's choices
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'parse_methods', 'parse_categories',
-           'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs', 'evaluate_release',
-           'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'parser', 'main']
+__all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
+           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs',
+           'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'add_params',
+           'parser', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
-def parse_methods(methods:str)->list:
-    "'glance,svdd' -> ['glance', 'svdd'], checked"
-    from glancesvdd.batch import METHODS
-    from glancesvdd.core import GlanceSvddError
-    out = [m.strip() for m in methods.split(',') if m.strip()]
-    bad = [m for m in out if m not in METHODS]
-    if bad or not out: raise GlanceSvddError(f"unknown method {', '.join(bad) or repr(methods)}: choose from {', '.join(METHODS)}")
-    return out
+def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
+               choices=None, # the items allowed; None: any
+               item=str): # how one item is read, e.g. int
+    "An argparse `type`: 'a,b' -> ('a', 'b'), each read by `item` and one of `choices`; no item, or one given twice, is refused"
+    def read(text:str)->tuple:
+        try: out = tuple(item(t.strip()) for t in text.split(',') if t.strip())
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {item.__name__} values separated by commas, not {text!r}") from None
+        if not out: raise argparse.ArgumentTypeError(f"no {what} given")
+        if bad := [x for x in out if choices is not None and x not in choices]:
+            raise argparse.ArgumentTypeError(f"invalid choice: {', '.join(map(str, bad))} (choose from {', '.join(choices)})")
+        if twice := sorted({x for x in out if out.count(x) > 1}):   # the same run twice in one command
+            raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice")
+        return out
+    return read
 
-def parse_categories(categories:str, data:str,
+def parse_categories(categories:tuple, data:str,   # ('all',) or category names (from `comma_list`)
                      check:bool=True)->list: # check each category's layout; False (batch): only the root, each run checks its own
-    "'all' or 'a,b' -> category names, each checked against the data root's layout"
+    "('all',) or names -> category names, each checked against the data root's layout"
     from glancesvdd.data import MVTEC_CATEGORIES, check_mvtec_layout
     root = Path(data)
-    if categories == 'all':
+    if tuple(categories) == ('all',):
         cats = [c for c in MVTEC_CATEGORIES if (root/c).is_dir()] or list(MVTEC_CATEGORIES)
         if root.is_dir() and not any((root/c).is_dir() for c in MVTEC_CATEGORIES):
             cats = sorted(p.name for p in root.iterdir() if (p/'train').is_dir()) or cats
-    else: cats = [c.strip() for c in categories.split(',') if c.strip()]
+    else: cats = list(categories)
     for c in (cats if check or not root.is_dir() else []): check_mvtec_layout(root, c)
     return cats
 
@@ -91,45 +99,43 @@ def _run_step(name:str, job, force:bool=False):
     print(f"{name}: done -> {out}")
 
 # %% ../nbs/61_cli.ipynb #18af590d
-@call_parse
-def download(dataset:Param("mvtec, cifar10 or patchsvdd-release", str),
+DATASETS = ('mvtec', 'cifar10', 'patchsvdd-release')   # what `download` fetches
+
+def download(dataset:Param("what to download", str, choices=DATASETS),
              root:Param("where the data go", str)='data',
              archive:Param("a manually downloaded archive to verify and extract instead of downloading", str)=None,
-             categories:Param("MVTec AD categories, comma-separated (default: all)", str)=None,
-             from_dir:Param("patchsvdd-release: a clone of the official repository instead of a download (also --from)", str)=None,
+             categories:Param("MVTec AD categories, comma-separated (default: all)", comma_list('category'))=None,
+             from_dir:Param("patchsvdd-release: a clone of the official repository instead of a download", str)=None,
              sha256:Param("mvtec: the archive's SHA-256 (default: the full official archive's); 'none' skips the check, e.g. for a per-category archive (recorded in ROOT/mvtec_ad_download.json)", str)=None):
     "Download (or extract a local archive of) MVTec AD, CIFAR-10 or the official Patch SVDD checkpoints"
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.data import download_mvtec, CIFAR10OneClass
     if dataset == 'patchsvdd-release':
         from glancesvdd.svdd.release import download_release
-        rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories.split(',') if categories else None)
+        rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories)
         print(f"Patch SVDD release checkpoints ready at {rel} (sha256 checked); pass it as `glancesvdd evaluate svdd --release {rel}`")
     elif dataset == 'mvtec':
-        cats = categories.split(',') if categories else None
         from glancesvdd.data import MVTEC_SHA256
         sha = MVTEC_SHA256 if sha256 is None else None if sha256.lower() == 'none' else sha256
-        print(f"MVTec AD ready at {download_mvtec(root, categories=cats, archive=archive, sha256=sha)}")
-    elif dataset == 'cifar10':
+        print(f"MVTec AD ready at {download_mvtec(root, categories=categories, archive=archive, sha256=sha)}")
+    else:   # cifar10
         if archive:  # torchvision extracts (and md5-checks) cifar-10-python.tar.gz found in the root
             if not Path(archive).is_file(): raise GlanceSvddError(f"archive {archive} does not exist")
             Path(root).mkdir(parents=True, exist_ok=True); shutil.copy(archive, Path(root)/'cifar-10-python.tar.gz')
         for split in ('train', 'test'): CIFAR10OneClass(root, 0, split, download=not archive)
         print(f"CIFAR-10 ready in {root}")
-    else: raise GlanceSvddError(f"unknown dataset {dataset!r}: choose mvtec, cifar10 or patchsvdd-release")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
 def _job(method, category, data, runs, device, seed, smoke, overrides):
     from glancesvdd.batch import Job, method_config
     from glancesvdd.core import check_device
-    parse_methods(method); check_device(device); parse_categories(category, data)
+    check_device(device); parse_categories([category], data)
     job = Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
               overrides=parse_overrides(overrides, [method]))
     method_config(method, job.parameters)   # the whole config checked (types, limits, the method's constraints) before a kernel starts
     return job
 
-@call_parse
-def train(method:Param("glance or svdd", str),
+def train(method:Param("the method", str, choices=METHODS),
           category:Param("category to train on", str),
           data:Param("MVTec AD root", str)='data/mvtec_ad',
           runs:Param("runs root", str)='runs',
@@ -141,8 +147,7 @@ def train(method:Param("glance or svdd", str),
     "Train one method on one category (resumes an interrupted run)"
     _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set), force)
 
-@call_parse
-def evaluate(method:Param("glance or svdd", str),
+def evaluate(method:Param("the method", str, choices=METHODS),
              category:Param("category to evaluate (with --release: see --categories)", str, opt=False, nargs='?')=None,
              data:Param("MVTec AD root", str)='data/mvtec_ad',
              runs:Param("runs root", str)='runs',
@@ -151,9 +156,9 @@ def evaluate(method:Param("glance or svdd", str),
              smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
              set:Param("config fields, as given to train", str)=None,
              release:Param("svdd: score the official release's encoders in this folder (ckpts/<category>/enchier.pkl)", str)=None,
-             categories:Param("with --release: 'all' or comma-separated categories", str)=None,
-             executor:Param("with --release: local, slurm or submitit-local", str)='local',
-             allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded; also --allow-modified)", store_true)=False,
+             categories:Param("with --release: 'all' or comma-separated categories", comma_list('category'))=None,
+             executor:Param("with --release: where the runs go", str, choices=EXECUTORS)='local',
+             allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded)", store_true)=False,
              force:Param("with --release: redo finished runs", store_true)=False,
              slurm:Param("with --release --executor slurm: SLURM settings, as for batch", str)=None,
              slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None,
@@ -161,14 +166,13 @@ def evaluate(method:Param("glance or svdd", str),
     "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
     from glancesvdd.core import GlanceSvddError
     if release is not None:
-        return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified,
+        return evaluate_release(method, release, categories or (category or 'all',), data, runs, device, seed, set, executor, allow_modified,
                                 force, parse_slurm(slurm, slurm_config), workers)
     if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
 
 # %% ../nbs/61_cli.ipynb #2053d6c4
-@call_parse
-def predict(method:Param("glance or svdd", str),
+def predict(method:Param("the method", str, choices=METHODS),
             category:Param("the run's category", str),
             images:Param("image files, or folders of images (subfolders included)", str, nargs='+'),
             out:Param("folder for the overlays and predictions.json", str)='predictions',
@@ -179,7 +183,7 @@ def predict(method:Param("glance or svdd", str),
             smoke:Param("the run was trained with --smoke", store_true)=False,
             set:Param("config fields, as given to train", str)=None,
             release:Param("svdd: the official release's encoder of CATEGORY in this folder (ckpts/<category>/enchier.pkl) instead of a trained run", str)=None,
-            allow_modified:Param("with --release: use a file whose sha256 is not the release's (also --allow-modified)", store_true)=False):
+            allow_modified:Param("with --release: use a file whose sha256 is not the release's", store_true)=False):
     "Score new images with a trained run (or a released encoder): each image's score, its verdict against the run's threshold, an overlay"
     from glancesvdd.batch import method_config, prepare_run
     from glancesvdd.core import GlanceSvddError
@@ -189,7 +193,7 @@ def predict(method:Param("glance or svdd", str),
     job = _job(method, category, data, runs, device, seed, smoke, set)
     if release is None: _check_trained(job)
     elif method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `predict svdd --release`, not {method!r}")
-    else: job = release_jobs(release, category, data, runs, device, seed, set, allow_modified)[0]
+    else: job = release_jobs(release, (category,), data, runs, device, seed, set, allow_modified)[0]
     cfg = method_config('svdd', job.parameters) if release else method_config(method, job.parameters)
     with run_lock(job.run_dir):
         if release is None: prepare_run(job)   # a run folder made with another config is refused
@@ -251,14 +255,13 @@ def parse_slurm(text:str|None=None, # 'k=v,...' pairs
     return out
 
 # %% ../nbs/61_cli.ipynb #21bf25ba
-@call_parse
-def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
-              categories:Param("'all' or comma-separated categories", str)='all',
-              seeds:Param("seeds, comma-separated", str)='0',
+def batch_cmd(methods:Param("methods, comma-separated", comma_list('method', METHODS))=METHODS,
+              categories:Param("'all' or comma-separated categories", comma_list('category'))=('all',),
+              seeds:Param("seeds, comma-separated", comma_list('seed', item=int))=(0,),
               data:Param("MVTec AD root", str)='data/mvtec_ad',
               runs:Param("runs root", str)='runs',
               device:Param("auto (one run per GPU), cpu, cuda:0 ...", str)='auto',
-              executor:Param("local, slurm or submitit-local", str)='local',
+              executor:Param("where the runs go", str, choices=EXECUTORS)='local',
               force:Param("redo finished runs", store_true)=False,
               smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
               set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None,
@@ -268,12 +271,10 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
     from glancesvdd.batch import Job, batch, method_config, summary_table
     from glancesvdd.core import GlanceSvddError, check_device
-    methods, cats = parse_methods(method), parse_categories(categories, data, check=False)   # a broken category fails alone
+    cats = parse_categories(categories, data, check=False)   # a broken category fails alone
     check_device(device); overrides = parse_overrides(set, methods)
-    try: seed_list = [int(s) for s in seeds.split(',')]
-    except ValueError: raise GlanceSvddError(f"seeds must be integers separated by commas, not {seeds!r}") from None
     jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides)
-            for m in methods for c in cats for s in seed_list]
+            for m in methods for c in cats for s in seeds]
     for m in methods: method_config(m, next(j for j in jobs if j.method == m).parameters)   # checked before any kernel starts
     results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config), workers=workers)
     print(summary_table(results))
@@ -281,7 +282,6 @@ def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} runs failed (see the table above); the others are kept")
 
 # %% ../nbs/61_cli.ipynb #cba21d1a
-@call_parse
 def report(runs:Param("runs root", str)='runs',
            out:Param("output folder (figures/ is the repository's, made from results/)", str)='reports'):
     "Render the papers' tables and figures from whatever runs exist"
@@ -294,7 +294,7 @@ def report(runs:Param("runs root", str)='runs',
     print(f"wrote {len(files)} files; start at {Path(out)/'index.md'}")
 
 # %% ../nbs/61_cli.ipynb #3915c604
-DEMO_CATEGORIES = 'brick,logo'   # one texture and one object-like synthetic category (01_data)
+DEMO_CATEGORIES = ('brick', 'logo')   # one texture and one object-like synthetic category (01_data)
 DEMO_DATA = dict(n_train=12, n_test_good=4, n_test_defect=2)   # 4 good + 10 defective test images per category
 DEMO_SIZES = dict(  # CPU demo sizes (the papers' values are the config defaults)
     svdd=dict(iters=200, batch_size=16, ckpt_every=50),
@@ -311,23 +311,21 @@ def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
             for c in categories for m in ('svdd', 'glance')]
 
 # %% ../nbs/61_cli.ipynb #828d3fdf
-@call_parse
 def demo(out:Param("where the report goes", str)='reports/demo',
          data:Param("where the synthetic data set is written", str)='data/synthetic',
          runs:Param("runs root of the demo", str)='runs/demo',
-         categories:Param("synthetic categories, comma-separated", str)=DEMO_CATEGORIES,
+         categories:Param("synthetic categories, comma-separated", comma_list('category'))=DEMO_CATEGORIES,
          device:Param("auto, cpu, cuda ...", str)='auto'):
     "The main job on an embedded default: synthetic data, both methods trained and evaluated, the report"
     from glancesvdd.batch import batch, summary_table
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.data import make_synthetic_mvtec, SYNTHETIC_CATEGORIES
     from glancesvdd.reports import render_report
-    cats = [c.strip() for c in categories.split(',') if c.strip()]
-    bad = [c for c in cats if c not in SYNTHETIC_CATEGORIES]
+    bad = [c for c in categories if c not in SYNTHETIC_CATEGORIES]
     if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a synthetic category; choose from {', '.join(SYNTHETIC_CATEGORIES)}")
-    missing = [c for c in cats if not (Path(data)/c).is_dir()]
+    missing = [c for c in categories if not (Path(data)/c).is_dir()]
     if missing: print(f"writing synthetic categories {', '.join(missing)} to {data}"); make_synthetic_mvtec(data, missing, **DEMO_DATA)
-    jobs = demo_jobs(cats, data, runs, device)
+    jobs = demo_jobs(categories, data, runs, device)
     if dict(jobs[-1].overrides)['teacher_weights'] == 'untrained':
         print(f"GLANCE: no ImageNet ResNet-18 weights at {WEIGHTS} (see data/README.md): the demo distils an untrained teacher")
     results = batch(jobs)
@@ -338,53 +336,61 @@ def demo(out:Param("where the report goes", str)='reports/demo',
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} demo runs failed (see the table above)")
 
 # %% ../nbs/61_cli.ipynb #4098d270
-@call_parse
 def docs(out:Param("the site folder", str)='docs/_site',
          nbs:Param("the notebook folder", str)='nbs',
-         execute:Param("render the library notebooks as committed, without executing them", bool)=True,
-         notebooks:Param("only these notebooks, comma-separated, e.g. 'index,40_viz'", str)=None,
+         execute:Param("render the library notebooks as committed, without executing them", store_false)=True,
+         notebooks:Param("only these notebooks, comma-separated, e.g. 'index,40_viz'", comma_list('notebook'))=None,
          runs:Param("runs root whose executed notebooks are shown", str)='runs',
          timeout:Param("seconds a cell may take", int)=600):
     "Render the notebooks (executed, with widget state) to a static HTML site, without Quarto"
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.docs import build_docs
-    names = [n.strip() for n in notebooks.split(',') if n.strip()] if notebooks else None
-    results = build_docs(nbs, out, notebooks=names, execute=execute, timeout=timeout, runs=runs)
+    results = build_docs(nbs, out, notebooks=notebooks, execute=execute, timeout=timeout, runs=runs)
     failed = [str(r['src']) for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} notebooks failed ({', '.join(failed)}); "
                                      f"their errors are on {Path(out)/'index.html'}, the other pages are built")
 
 # %% ../nbs/61_cli.ipynb #887d0454
 COMMANDS = dict(download=download, train=train, evaluate=evaluate, predict=predict, batch=batch_cmd, report=report, demo=demo, docs=docs)
-_ALIASES = {'--from': '--from_dir', '--allow-modified': '--allow_modified', '--slurm-config': '--slurm_config'}  # spellings a Python name cannot have
-
-def _alias(arg:str)->str:
-    name, eq, value = arg.partition('=')
-    return _ALIASES.get(name, name) + eq + value
+ALIASES = dict(from_dir=('--from',), methods=('--method',))   # second spellings of a flag, shown beside it in the help
 
 def _version()->str:
     "This glancesvdd's version and folder, and the installed torch's and torchvision's versions (read without importing them)"
     return (f"glancesvdd {glancesvdd.__version__} ({Path(glancesvdd.__file__).parent}); "
             + ', '.join(f"{d} {version(d)}" for d in ('torch', 'torchvision')))
 
+def _shown(default)->str:
+    "' (default: X)' for an option's help; nothing for a flag or an option without a default"
+    if default is None or isinstance(default, bool): return ''
+    return f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
+
+def add_params(p:argparse.ArgumentParser, f)->argparse.ArgumentParser:
+    "The parameters of command `f`, each annotated with a `Param`, as arguments of `p`: positional, or a flag named as argparse writes it (`from_dir`: `--from-dir`; a `store_false` one: `--no-NAME`)"
+    for name, v in inspect.signature(f, eval_str=True).parameters.items():
+        prm = v.annotation
+        kw = {k: getattr(prm, k) for k in ('type', 'action', 'nargs', 'choices') if getattr(prm, k) is not None}
+        if not prm.opt or v.default is v.empty:
+            p.add_argument(name, help=prm.help, **kw, **({} if v.default is v.empty else dict(default=v.default)))
+        else:
+            flag = '--' + ('no-' if prm.action == 'store_false' else '') + name.replace('_', '-')
+            p.add_argument(flag, *ALIASES.get(name, ()), dest=name, default=v.default, help=prm.help + _shown(v.default), **kw)
+    return p
+
 def parser()->argparse.ArgumentParser:
-    "The `glancesvdd` command: one sub-command per `COMMANDS` entry, whose options fastcore reads from the function's signature"
+    "The `glancesvdd` command: one sub-command per `COMMANDS` entry, its arguments read from the function's signature"
     p = argparse.ArgumentParser(prog='glancesvdd', description="GLANCE and Patch SVDD: the papers' experiments from a shell",
                                 epilog='`glancesvdd COMMAND -h` shows the options of COMMAND',
                                 formatter_class=argparse.RawDescriptionHelpFormatter)   # raw: --version on one line, however long its path
     p.add_argument('--version', action='version', version=_version())
     sub = p.add_subparsers(title='commands', dest='command', metavar='COMMAND', required=True)
-    for name, f in COMMANDS.items():
-        cmd = anno_parser(f.__wrapped__)
-        sub.add_parser(name, parents=[cmd], add_help=False, help=f.__doc__, description=f.__doc__, formatter_class=cmd.formatter_class)
+    for name, f in COMMANDS.items(): add_params(sub.add_parser(name, help=f.__doc__, description=f.__doc__), f)
     return p
 
 def main(argv=None)->int:
     "Entry point of the `glancesvdd` command"
-    argv = [_alias(a) for a in (sys.argv[1:] if argv is None else argv)]
-    try: args = vars(parser().parse_args(argv))   # --help, --version, an unknown command or option: answered here, before any import
+    try: args = vars(parser().parse_args(argv))   # --help, --version, an unknown command, option or choice: answered here, before any import
     except SystemExit as e: return e.code
-    name = args.pop('command'); args.pop('pdb', None); args.pop('xtra', None)
+    name = args.pop('command')
     from glancesvdd.core import GlanceSvddError, PROGRESS_ENV
     if name in ('train', 'evaluate', 'batch', 'demo'): os.environ.setdefault(PROGRESS_ENV, 'log')  # the notebooks' bars go to log files (00_core)
     warnings.formatwarning = lambda msg, *a, **k: f"glancesvdd: warning: {msg}\n"   # one line each, no source line

@@ -86,7 +86,7 @@ def wait_for(cond, p, timeout=600):
 
 def test_kernel_killed_in_a_batch(trained, work):
     "The other category completes, the failure names its notebook and log, a rerun resumes to the uninterrupted weights"
-    args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
+    args = ('batch', '--methods', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
     p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     brick = work/'kruns'/'svdd'/'brick'/'seed0'
     wait_for(lambda: list((brick/'checkpoints').glob('iter_*.pt')), p)
@@ -160,7 +160,7 @@ def test_bad_config_values_are_refused(trained, work, method, values, words):
     before = md5s(work/'runs')
     clear_error(cli('train', method, 'brick', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
     if values == 'image_size=abc':   # batch: refused the same way, before any run starts
-        clear_error(cli('batch', '--method', method, '--categories', 'brick,logo', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
+        clear_error(cli('batch', '--methods', method, '--categories', 'brick,logo', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
     assert md5s(work/'runs') == before and not (work/'runs'/'glance').exists()
 
 @pytest.mark.parametrize('device', ['tpu', 'gpu'])
@@ -191,7 +191,7 @@ def test_bad_categories_fail_alone(trained, work):
     run = work/'bruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
     (run/'metrics.json').write_text('{"image_auroc": 0.')                     # damaged
     before = md5s(work/'bruns')
-    res = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
+    res = cli('batch', '--methods', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
     clear_error(res, '2 of 2 runs failed')
     assert '| svdd | brick | 0 | failed |' in res[1] and '| svdd | gravel | 0 | failed |' in res[1], res[1]
     results = load_json(work/'bruns'/'batch_summary.json')['results']
