@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import os, re, shutil, signal, sys, threading, time, weakref
+import functools, os, re, shutil, signal, sys, threading, time, weakref
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
@@ -12,14 +12,14 @@ import torch   # papermill, nbclient and jupyter_client are imported where they 
                # which every experiment notebook's kernel would pay, since the notebooks import this module for their config
 
 from .choices import METHODS, EXECUTORS   # the names the command offers (00a_choices)
-from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
+from .core import GlanceSvddError, save_json, load_json, load_torch, from_params, progress_bar
 from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
 __all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
            'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
-           'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch',
-           'summary_table']
+           'check_training', 'check_job', 'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters',
+           'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
 def experiments_dir()->Path:
@@ -174,6 +174,37 @@ def prepare_run(job:Job, force:bool=False)->Path:
     if job.method in METHODS: init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
     job.run_dir.mkdir(parents=True, exist_ok=True)
     return job.run_dir
+
+# %% ../nbs/60_batch.ipynb #0c8c4555
+@functools.cache
+def _check_teacher(weights:str):
+    "Load GLANCE's teacher once per command: a missing or wrong file, or torchvision's weights out of reach, is a GlanceSvddError (13_glance_train)"
+    from glancesvdd.glance.train import TEACHER_URL, load_teacher
+    if Path(weights).is_file(): load_torch(weights, what='teacher_weights', hint=f"give ResNet-18's ImageNet weights ({TEACHER_URL})")
+    load_teacher(weights)
+
+def _any_image(folder:Path)->bool:
+    "Whether `folder` holds an image file, at any depth: the first one found ends the search (ImageNet's train/ has 1.28M)"
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    return any(f.suffix.lower() in IMG_EXTENSIONS for f in folder.rglob('*'))
+
+def check_training(method:str, cfg):
+    "What training `cfg` needs besides the category's images: for GLANCE its ImageNet folder (or 'skip', by name) and its teacher"
+    if method != 'glance': return   # Patch SVDD learns from the category's images alone
+    from glancesvdd.glance.config import SKIP, check_imagenet_dir
+    check_imagenet_dir(cfg.imagenet_dir)
+    d = Path(cfg.imagenet_dir)
+    if cfg.imagenet_dir != SKIP and cfg.iters_imagenet and not (d.is_dir() and _any_image(d)):
+        raise GlanceSvddError(f"imagenet_dir {d} {'holds no images' if d.is_dir() else 'is not a folder'}: give a folder of images such "
+                              f"as ImageNet's train/ (--set glance.imagenet_dir=PATH), or skip that stage with imagenet_dir={SKIP}")
+    if cfg.teacher_weights != 'untrained': _check_teacher(cfg.teacher_weights)
+
+def check_job(job:Job, train:bool=True):
+    "The config `job`'s notebooks will build, checked, and with `train` what training needs (`check_training`); returns the config (None for a job of another method)"
+    if job.method not in METHODS: return None   # a release job is checked where it is made (61_cli); toy jobs bring no config
+    cfg = method_config(job.method, job.parameters)
+    if train: check_training(job.method, cfg)
+    return cfg
 
 # %% ../nbs/60_batch.ipynb #0296b178
 def run_job(job:Job, force:bool=False, experiments=None)->dict:
@@ -330,6 +361,7 @@ def batch(jobs:list, # the runs, `Job`s
     if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
+    for j in jobs: check_job(j, train=force or not is_done(j.run_dir))   # every job, before any kernel starts
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
     results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
     order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}

@@ -62,21 +62,33 @@ def _split_pairs(text:str)->list:
         cur += ch
     return [i for i in items + [cur] if i.strip()]
 
-def parse_overrides(text:str|None, methods:list)->tuple:
-    "'a=1,b=(0.5,0.9)' -> (('a', 1), ('b', (0.5, 0.9))): each value read by its field's declared type (00_core) and checked"
+def _targets(key:str, methods:list, names:dict)->list:
+    "The methods `--set key=...` goes to: `method.field` to that method, a plain field to each of `methods` whose config has it"
+    from glancesvdd.core import GlanceSvddError
+    scope, _, name = key.rpartition('.')
+    if not scope:
+        if to := [m for m in methods if name in names[m]]: return [(m, name) for m in to]
+        raise GlanceSvddError(f"{name}: not a field of the {' or '.join(methods)} config; fields: {', '.join(sorted(set().union(*names.values())))}")
+    if scope not in METHODS: raise GlanceSvddError(f"--set {key}: {scope!r} is not a method; write METHOD.FIELD with one of {', '.join(METHODS)}")
+    if scope not in methods: raise GlanceSvddError(f"--set {key}: this command runs {' and '.join(methods)}, not {scope}")
+    if name not in names[scope]: raise GlanceSvddError(f"--set {key}: {name} is not a field of the {scope} config; fields: {', '.join(sorted(names[scope]))}")
+    return [(scope, name)]
+
+def parse_overrides(text:str|None, methods:list)->dict:
+    "'iters=30,glance.imagenet_dir=skip' -> {method: ((field, value), ...)} for each of `methods`, each value read by its field's declared type (00_core) and checked"
     from glancesvdd.batch import method_api
     from glancesvdd.core import GlanceSvddError, parse_field
-    if not text: return ()
-    pairs, out = {}, {}
-    for item in _split_pairs(text):
+    classes = {m: method_api(m)['config'] for m in methods}
+    names = {m: {f.name for f in fields(c)} for m, c in classes.items()}
+    given = {m: {} for m in methods}   # method -> field -> the key it was given as
+    out = {m: {} for m in methods}
+    for item in _split_pairs(text or ''):
         if '=' not in item: raise GlanceSvddError(f"--set takes field=value pairs separated by commas, not {item!r}")
-        k, v = (t.strip() for t in item.split('=', 1)); pairs[k] = v
-    for m in methods:
-        cls = method_api(m)['config']; names = {f.name for f in fields(cls)}
-        bad = [k for k in pairs if k not in names]
-        if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a field of the {m} config; fields: {', '.join(sorted(names))}")
-        out |= {k: parse_field(cls, k, v) for k, v in pairs.items()}
-    return tuple(out.items())
+        key, v = (t.strip() for t in item.split('=', 1))
+        for m, name in _targets(key, methods, names):
+            if name in given[m]: raise GlanceSvddError(f"--set gives {m}'s {name} twice ({given[m][name]}=..., {key}=...): give it once")
+            given[m][name], out[m][name] = key, parse_field(classes[m], name, v)
+    return {m: tuple(o.items()) for m, o in out.items()}
 
 # %% ../nbs/61_cli.ipynb #caf02696
 MODEL_FILE = dict(svdd='model.pt', glance='glance.pt')   # the trained model `evaluate` needs
@@ -126,13 +138,14 @@ def download(dataset:Param("what to download", str, choices=DATASETS),
         print(f"CIFAR-10 ready in {root}")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
-def _job(method, category, data, runs, device, seed, smoke, overrides):
-    from glancesvdd.batch import Job, method_config
+def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False):
+    "The command's one run, checked before a kernel starts (60_batch `check_job`: its config, and with `train` what training needs)"
+    from glancesvdd.batch import Job, check_job
     from glancesvdd.core import check_device
     check_device(device); parse_categories([category], data)
     job = Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
-              overrides=parse_overrides(overrides, [method]))
-    method_config(method, job.parameters)   # the whole config checked (types, limits, the method's constraints) before a kernel starts
+              overrides=parse_overrides(overrides, [method])[method])
+    check_job(job, train)
     return job
 
 def train(method:Param("the method", str, choices=METHODS),
@@ -145,7 +158,7 @@ def train(method:Param("the method", str, choices=METHODS),
           set:Param("config fields, e.g. 'iters=1000,teacher_weights=untrained'", str)=None,
           force:Param("empty the run folder and train from scratch", store_true)=False):
     "Train one method on one category (resumes an interrupted run)"
-    _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set), force)
+    _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set, train=True), force)
 
 def evaluate(method:Param("the method", str, choices=METHODS),
              category:Param("category to evaluate (with --release: see --categories)", str, opt=False, nargs='?')=None,
@@ -211,7 +224,7 @@ def release_jobs(release:str, categories:str, data:str, runs:str, device:str='au
     from glancesvdd.svdd.model import load_official_encoder
     rel, cats = check_release_dir(release), parse_categories(categories, data, check=False)   # a broken category fails alone
     for c in cats: load_official_encoder(verify_checkpoint(rel, c, allow_modified)['checkpoint'])
-    over = parse_overrides(overrides, ['svdd'])
+    over = parse_overrides(overrides, ['svdd'])['svdd']
     return [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
                        release_dir=str(rel), allow_modified=allow_modified) for c in cats]
 
@@ -264,18 +277,17 @@ def batch_cmd(methods:Param("methods, comma-separated", comma_list('method', MET
               executor:Param("where the runs go", str, choices=EXECUTORS)='local',
               force:Param("redo finished runs", store_true)=False,
               smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
-              set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None,
+              set:Param("config fields: FIELD=VALUE for every method that has it, METHOD.FIELD=VALUE for one, e.g. 'iters=1000,glance.imagenet_dir=skip'", str)=None,
               slurm:Param("SLURM settings for --executor slurm, e.g. 'partition=gpu,gpus_per_node=1,timeout_min=2880'", str)=None,
               slurm_config:Param("a JSON or YAML file of SLURM settings (--slurm pairs override it)", str)=None,
               workers:Param("local: runs at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
-    from glancesvdd.batch import Job, batch, method_config, summary_table
+    from glancesvdd.batch import Job, batch, summary_table
     from glancesvdd.core import GlanceSvddError, check_device
     cats = parse_categories(categories, data, check=False)   # a broken category fails alone
     check_device(device); overrides = parse_overrides(set, methods)
-    jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides)
+    jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides[m])
             for m in methods for c in cats for s in seeds]
-    for m in methods: method_config(m, next(j for j in jobs if j.method == m).parameters)   # checked before any kernel starts
     results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config), workers=workers)
     print(summary_table(results))
     failed = [r for r in results if r['status'] == 'failed']

@@ -5,6 +5,8 @@ import re
 import pytest
 
 from glancesvdd.cli import COMMANDS
+from glancesvdd.core import load_json
+from glancesvdd.data import make_synthetic_mvtec
 from command import run_command
 
 FLAG = re.compile(r'-h|--[a-z0-9]+(-[a-z0-9]+)*')   # argparse's own convention: lower case, words joined by hyphens
@@ -44,3 +46,54 @@ def test_second_spellings(tmp_path):
 def test_parser_refuses(tmp_path, args, words):
     refused(run_command(*args, cwd=tmp_path), *words)
     assert not list(tmp_path.iterdir())   # nothing written
+
+
+# Method-scoped settings (issue 24): one --set for a batch of both methods; a bad one refused before any kernel starts
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    "Two tiny synthetic categories (64 px: GLANCE resizes them to its 256)"
+    d = tmp_path_factory.mktemp('cli')
+    make_synthetic_mvtec(d/'data', categories=('brick', 'logo'), n_train=3, n_test_good=1, n_test_defect=1, image_size=64)
+    (d/'noimages'/'n01').mkdir(parents=True); (d/'noimages'/'n01'/'readme.txt').write_text('no images here')
+    return d
+
+def error(r, *words):
+    "Exit code 2, exactly one `glancesvdd: error:` line that holds `words`, no traceback"
+    assert r.returncode == 2 and 'Traceback' not in r.stderr + r.stdout, (r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.startswith('glancesvdd: error:')]
+    assert len(lines) == 1 and all(w in r.stderr for w in words), r.stderr
+    return r.stderr
+
+TINY = 'svdd.image_size=64,iters=2,glance.iters_finetune=2,glance.grid=2'   # both methods for a few iterations
+GLANCE_OFFLINE = 'imagenet_dir=skip,teacher_weights=untrained'              # no ImageNet and no network here: opted out by name
+
+def test_mixed_batch_takes_scoped_settings(work):
+    r = run_command('batch', '--methods', 'glance,svdd', '--categories', 'brick', '--data', 'data', '--runs', 'mruns', '--smoke',
+                    '--set', f'{GLANCE_OFFLINE},{TINY}', cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '| glance | brick | 0 | done |' in r.stdout and '| svdd | brick | 0 | done |' in r.stdout, r.stdout
+    glance, svdd = (load_json(work/'mruns'/m/'brick'/'seed0'/'config.json') for m in ('glance', 'svdd'))
+    assert (glance['imagenet_dir'], glance['teacher_weights'], glance['iters'], glance['iters_finetune'], glance['grid']) == ('skip', 'untrained', 2, 2, 2)
+    assert (svdd['image_size'], svdd['iters']) == (64, 2) and 'imagenet_dir' not in svdd
+
+@pytest.mark.parametrize('methods, values, words', [
+    ('glance,svdd', 'svdd.imagenet_dir=skip', ['svdd.imagenet_dir: imagenet_dir is not a field of the svdd config']),
+    ('glance,svdd', 'imagenet_dir=skip,lr_globl=1', ['lr_globl: not a field of the glance or svdd config']),
+    ('svdd', 'glance.imagenet_dir=skip', ['this command runs svdd, not glance']),
+    ('glance,svdd', f'{GLANCE_OFFLINE},iters=None', ["GlanceConfig.iters: expected an integer, given 'None'"]),   # None fits svdd's alone
+    ('glance,svdd', 'teacher_weights=untrained', ['imagenet_dir is not set', "imagenet_dir='skip'"]),
+    ('glance', 'imagenet_dir=nowhere,teacher_weights=untrained', ['imagenet_dir nowhere is not a folder']),
+    ('glance', 'imagenet_dir=noimages,teacher_weights=untrained', ['imagenet_dir noimages holds no images']),
+    ('glance', 'imagenet_dir=skip,teacher_weights=data/resnet18.pth', ['teacher_weights: data/resnet18.pth is not a file']),
+    ('glance', 'imagenet_dir=skip,teacher_weights=data/brick/train/good/000.png', ['teacher_weights data/brick/train/good/000.png is damaged or not a PyTorch file', "give ResNet-18's ImageNet weights"]),
+])
+def test_batch_refuses_before_any_kernel(work, methods, values, words):
+    error(run_command('batch', '--methods', methods, '--categories', 'brick,logo', '--data', 'data', '--runs', 'xruns', '--smoke',
+                      '--set', values, cwd=work), *words)
+    assert not (work/'xruns').exists()   # not one run folder made, so no kernel started
+
+def test_train_refuses_a_scoped_field_of_another_method(work):
+    error(run_command('train', 'svdd', 'brick', '--data', 'data', '--runs', 'xruns', '--set', 'glance.iters=3', cwd=work),
+          'this command runs svdd, not glance')
+    assert not (work/'xruns').exists()
