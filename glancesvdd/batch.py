@@ -17,9 +17,9 @@ from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
 __all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
-           'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook', 'prepare_run',
-           'check_training', 'check_job', 'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters',
-           'Requeueable', 'submit_jobs', 'batch', 'summary_table']
+           'method_config', 'Job', 'run_config', 'job_of_run', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed',
+           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'run_job', 'local_plan', 'schedule_seconds',
+           'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
 def experiments_dir()->Path:
@@ -81,6 +81,33 @@ class Job:
         "What papermill injects into the notebooks' `parameters` cell: the declared names, the config fields as one dict"
         p = asdict(self); p.pop('overrides'); p.pop('threads')   # threads reach the kernel as its environment (execute)
         return p | dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides})   # papermill writes a tuple as a string; the config reads a list back as a tuple (00_core)
+
+# %% ../nbs/60_batch.ipynb #37acb365
+def run_config(method:str, run_dir)->dict:
+    "The config recorded in `run_dir`/config.json, checked as `method`'s config; a file glancesvdd would not have written is a GlanceSvddError naming it"
+    f, cls = Path(run_dir)/'config.json', method_api(method)['config']
+    cfg = load_json(f)   # missing, or not JSON: said by load_json
+    try:
+        if not isinstance(cfg, dict): raise GlanceSvddError(f"it holds a JSON {type(cfg).__name__}, not the fields of {cls.__name__}")
+        if bad := sorted(set(cfg) - {x.name for x in fields(cls)}): raise GlanceSvddError(f"{', '.join(bad)}: not a field of {cls.__name__}")
+        cls(**cfg)
+    except GlanceSvddError as e:
+        raise GlanceSvddError(f"{f} is invalid ({e}): glancesvdd writes it when the run starts and never changes it; if it was edited by "
+                              f"hand, put back the value the run was made with (its train_{method}.ipynb shows the config)") from None
+    return cfg
+
+def job_of_run(run_dir, device:str='auto')->Job:
+    "The job that made run folder `run_dir` (<runs>/<method>/<category>/seed<k>): identity from its path, every field from its config.json"
+    d = Path(os.path.relpath(Path(run_dir).resolve()))
+    method, category, seed = d.parent.parent.name, d.parent.name, d.name.removeprefix('seed')
+    if method not in METHODS or not (d.name.startswith('seed') and seed.isdigit()):
+        raise GlanceSvddError(f"{run_dir} is not a run folder: expected <runs>/<method>/<category>/seed<k>, with a method of {', '.join(METHODS)}")
+    cfg = run_config(method, d)
+    if (cfg.get('category'), cfg.get('seed')) != (category, int(seed)):
+        raise GlanceSvddError(f"{d/'config.json'} is invalid: it records category {cfg.get('category')!r}, seed {cfg.get('seed')!r}, but "
+                              f"its folder is {category}/seed{seed}: it is not this run's config")
+    return Job(method, category, int(seed), data_root=cfg['data_root'], runs_root=str(d.parents[2]), device=device,
+               overrides=tuple((k, v) for k, v in cfg.items() if k not in JOB_FIELDS))
 
 # %% ../nbs/60_batch.ipynb #f57f92b6
 @dataclass(frozen=True)

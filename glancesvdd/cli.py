@@ -138,15 +138,18 @@ def download(dataset:Param("what to download", str, choices=DATASETS),
         print(f"CIFAR-10 ready in {root}")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
-def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False):
-    "The command's one run, checked before a kernel starts (60_batch `check_job`: its config, and with `train` what training needs)"
-    from glancesvdd.batch import Job, check_job
+def _checked(job, train:bool=False):
+    "`job`, checked before a kernel starts: its device, its category's layout, and 60_batch's `check_job` (its config; with `train` what training needs)"
+    from glancesvdd.batch import check_job
     from glancesvdd.core import check_device
-    check_device(device); parse_categories([category], data)
-    job = Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
-              overrides=parse_overrides(overrides, [method])[method])
-    check_job(job, train)
+    check_device(job.device); parse_categories([job.category], job.data_root); check_job(job, train)
     return job
+
+def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False):
+    "The command's one run, from its arguments, checked"
+    from glancesvdd.batch import Job
+    return _checked(Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
+                        overrides=parse_overrides(overrides, [method])[method]), train)
 
 def train(method:Param("the method", str, choices=METHODS),
           category:Param("category to train on", str),
@@ -160,12 +163,14 @@ def train(method:Param("the method", str, choices=METHODS),
     "Train one method on one category (resumes an interrupted run)"
     _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set, train=True), force)
 
-def evaluate(method:Param("the method", str, choices=METHODS),
-             category:Param("category to evaluate (with --release: see --categories)", str, opt=False, nargs='?')=None,
-             data:Param("MVTec AD root", str)='data/mvtec_ad',
-             runs:Param("runs root", str)='runs',
+# %% ../nbs/61_cli.ipynb #4c00f261
+def evaluate(method:Param("the method (not with --run)", str, choices=METHODS, opt=False, nargs='?')=None,
+             category:Param("category to evaluate (not with --run; with --release: see --categories)", str, opt=False, nargs='?')=None,
+             run:Param("a run folder, RUNS/METHOD/CATEGORY/seedK: its method, category, seed, data and config as its config.json records them", str)=None,
+             data:Param("MVTec AD root (default: data/mvtec_ad)", str)=None,
+             runs:Param("runs root (default: runs)", str)=None,
              device:Param("auto, cpu, cuda, cuda:1 ...", str)='auto',
-             seed:Param("seed", int)=0,
+             seed:Param("seed (default: 0)", int)=None,
              smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
              set:Param("config fields, as given to train", str)=None,
              release:Param("svdd: score the official release's encoders in this folder (ckpts/<category>/enchier.pkl)", str)=None,
@@ -177,11 +182,20 @@ def evaluate(method:Param("the method", str, choices=METHODS),
              slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None,
              workers:Param("with --release, local: categories at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
+    from glancesvdd.batch import job_of_run
     from glancesvdd.core import GlanceSvddError
+    if run is not None:
+        named = {'METHOD': method, 'CATEGORY': category, '--data': data, '--runs': runs, '--seed': seed, '--set': set,
+                 '--smoke': smoke or None, '--release': release}
+        if given := [k for k, v in named.items() if v is not None]:
+            raise GlanceSvddError(f"--run reads the method, category, seed, data and config from {Path(run)/'config.json'}: drop {', '.join(given)}")
+        return _run_step('evaluate', _checked(job_of_run(run, device)))
+    data, runs, seed = data or 'data/mvtec_ad', runs or 'runs', seed or 0
+    if method is None or (category is None and release is None):
+        raise GlanceSvddError("evaluate needs METHOD and CATEGORY, or --run DIR (or --release DIR --categories ...)")
     if release is not None:
         return evaluate_release(method, release, categories or (category or 'all',), data, runs, device, seed, set, executor, allow_modified,
                                 force, parse_slurm(slurm, slurm_config), workers)
-    if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
 
 # %% ../nbs/61_cli.ipynb #2053d6c4

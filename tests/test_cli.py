@@ -97,3 +97,17 @@ def test_train_refuses_a_scoped_field_of_another_method(work):
     error(run_command('train', 'svdd', 'brick', '--data', 'data', '--runs', 'xruns', '--set', 'glance.iters=3', cwd=work),
           'this command runs svdd, not glance')
     assert not (work/'xruns').exists()
+
+
+# evaluate --run DIR (issue 24): the run folder names the run; anything else that would name it is refused
+
+@pytest.mark.parametrize('args, words', [
+    (('svdd', '--run', 'runs/svdd/brick/seed0'), ['--run reads the method, category, seed, data and config from runs/svdd/brick/seed0/config.json: drop METHOD']),
+    (('--run', 'runs/svdd/brick/seed0', '--set', 'lr=1', '--seed', '0', '--data', 'data'), ['drop --data, --seed, --set']),
+    (('--run', 'runs/svdd/brick'), ['runs/svdd/brick is not a run folder: expected <runs>/<method>/<category>/seed<k>']),
+    (('--run', 'nowhere/svdd/brick/seed0'), ['nowhere/svdd/brick/seed0/config.json does not exist']),
+    (('svdd',), ['evaluate needs METHOD and CATEGORY, or --run DIR']),
+])
+def test_evaluate_run_refuses(work, args, words):
+    error(run_command('evaluate', *args, cwd=work), *words)
+    assert not (work/'runs').exists() and not (work/'nowhere').exists()

@@ -232,6 +232,18 @@ def test_empty_model_is_trained_again(trained, work):
     assert torch.equal(weights(run/'model.pt'), weights(trained/'model.pt')) and (run/'model.pt.damaged').exists()
     assert {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')} == ckpts and not (run/'.lock').exists()
 
+# Issue 24: evaluate --run reads the run's own config.json
+
+def test_evaluate_a_run_folder(trained, work):
+    "No --set, --data or --smoke repeated: the run's config.json gives them; the metrics are the run's own, its model untouched"
+    run = work/'vruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    for f in ('metrics.json', 'scores.npz'): (run/f).unlink()
+    model = md5s(run)['model.pt']
+    ok(cli('evaluate', '--run', 'vruns/svdd/brick/seed0', '--device', 'cpu', cwd=work))
+    new, old = load_json(run/'metrics.json'), load_json(trained/'metrics.json')
+    assert [new[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')] == [old[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')]
+    assert md5s(run)['model.pt'] == model and load_json(run/'config.json') == load_json(trained/'config.json')
+
 # Weak: evaluate before train
 
 def test_evaluate_before_train_creates_nothing(work):
