@@ -47,7 +47,8 @@ def method_api(method:str)->dict:
                     training_scores=training_scores)
     raise GlanceSvddError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
-JOB_FIELDS = ('category', 'seed', 'data_root', 'device')  # declared notebook parameters that are config fields too
+JOB_FIELDS = dict(category='CATEGORY (batch: --categories)', seed='--seed (batch: --seeds)', data_root='--data',   # declared notebook parameters
+                  device='--device')                                                                            # that are config fields too: where each is given
 
 def method_config(method:str, params:dict):
     "The method's config from papermill parameters (`JOB_FIELDS`), shrunk when `params['smoke']`, then the `config` dict's fields (`--set` wins over `--smoke`)"
@@ -56,6 +57,8 @@ def method_config(method:str, params:dict):
     if params.get('smoke'): cfg = api['smoke'](cfg)
     over = dict(params.get('config') or {})
     if bad := sorted(set(over) - {f.name for f in fields(cfg)}): raise GlanceSvddError(f"{', '.join(bad)}: not a field of {type(cfg).__name__}")
+    if own := [k for k in JOB_FIELDS if k in over]:
+        raise GlanceSvddError('; '.join(f"--set {k}: a run's {k} is given by the command's own {JOB_FIELDS[k]}, never by --set" for k in own))
     return replace(cfg, **over)
 
 # %% ../nbs/60_batch.ipynb #79fc9605

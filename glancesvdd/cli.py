@@ -233,14 +233,18 @@ def predict(method:Param("the method", str, choices=METHODS),
 def release_jobs(release:str, categories:str, data:str, runs:str, device:str='auto', seed:int=0, overrides=None,
                  allow_modified:bool=False)->list:
     "One `ReleaseJob` per category, each checkpoint checked (layout, sha256, EncoderHier) before anything runs"
-    from glancesvdd.batch import ReleaseJob
+    from glancesvdd.batch import ReleaseJob, method_config
+    from glancesvdd.core import check_device
     from glancesvdd.svdd.release import RELEASE_METHOD, check_release_dir, verify_checkpoint
     from glancesvdd.svdd.model import load_official_encoder
-    rel, cats = check_release_dir(release), parse_categories(categories, data, check=False)   # a broken category fails alone
+    cats = parse_categories(categories, data, check=False)   # a broken category fails alone
+    check_device(device); over = parse_overrides(overrides, ['svdd'])['svdd']
+    jobs = [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
+                       release_dir=str(Path(release)), allow_modified=allow_modified) for c in cats]
+    for j in jobs: method_config('svdd', j.parameters)   # the Patch SVDD config its notebook builds (60_batch: identity fields refused)
+    rel = check_release_dir(release)
     for c in cats: load_official_encoder(verify_checkpoint(rel, c, allow_modified)['checkpoint'])
-    over = parse_overrides(overrides, ['svdd'])['svdd']
-    return [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
-                       release_dir=str(rel), allow_modified=allow_modified) for c in cats]
+    return jobs
 
 def evaluate_release(method, release, categories, data, runs, device='auto', seed=0, overrides=None, executor='local',
                      allow_modified=False, force=False, slurm:dict|None=None, workers:int=0)->list:

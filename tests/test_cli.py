@@ -111,3 +111,19 @@ def test_train_refuses_a_scoped_field_of_another_method(work):
 def test_evaluate_run_refuses(work, args, words):
     error(run_command('evaluate', *args, cwd=work), *words)
     assert not (work/'runs').exists() and not (work/'nowhere').exists()
+
+
+# A run's identity comes from one place (issue 23): the command's own arguments, never --set
+
+@pytest.mark.parametrize('args, words', [
+    (('train', 'svdd', 'brick', '--set', 'category=logo'), ["--set category: a run's category is given by the command's own CATEGORY"]),
+    (('train', 'svdd', 'brick', '--set', 'data_root=data'), ["--set data_root: a run's data_root is given by the command's own --data"]),
+    (('train', 'svdd', 'brick', '--seed', '1', '--set', 'seed=5'), ["--set seed: a run's seed is given by the command's own --seed"]),
+    (('train', 'glance', 'brick', '--set', f'{GLANCE_OFFLINE},device=cpu'), ["--set device: a run's device is given by the command's own --device"]),
+    (('batch', '--methods', 'svdd', '--categories', 'brick', '--seeds', '0,1', '--set', 'seed=5'), ["--set seed:", '(batch: --seeds)']),
+    (('evaluate', 'svdd', '--release', 'rel', '--categories', 'brick', '--set', 'category=logo'), ["--set category:"]),
+])
+def test_identity_comes_from_the_command(work, args, words):
+    (work/'rel'/'ckpts').mkdir(parents=True, exist_ok=True)
+    error(run_command(*args, '--data', 'data', '--runs', 'iruns', cwd=work), *words)
+    assert not (work/'iruns').exists()
