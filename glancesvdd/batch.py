@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import functools, os, re, shutil, signal, sys, threading, time, weakref
+import functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
@@ -18,8 +18,8 @@ from .runs import run_path, is_done, init_run, run_lock, LOCK
 # %% auto #0
 __all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
            'method_config', 'Job', 'run_config', 'job_of_run', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed',
-           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'run_job', 'local_plan', 'schedule_seconds',
-           'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
+           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'check_data', 'run_job', 'local_plan',
+           'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
 def experiments_dir()->Path:
@@ -110,7 +110,7 @@ def job_of_run(run_dir, device:str='auto')->Job:
         raise GlanceSvddError(f"{d/'config.json'} is invalid: it records category {cfg.get('category')!r}, seed {cfg.get('seed')!r}, but "
                               f"its folder is {category}/seed{seed}: it is not this run's config")
     return Job(method, category, int(seed), data_root=cfg['data_root'], runs_root=str(d.parents[2]), device=device,
-               overrides=tuple((k, v) for k, v in cfg.items() if k not in JOB_FIELDS))
+               overrides=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k not in JOB_FIELDS))   # as --set gives them
 
 # %% ../nbs/60_batch.ipynb #f57f92b6
 @dataclass(frozen=True)
@@ -236,15 +236,40 @@ def check_job(job:Job, train:bool=True):
     if train: check_training(job.method, cfg)
     return cfg
 
+# %% ../nbs/60_batch.ipynb #8690a938
+def _size(f:Path)->tuple:
+    "An image's (width, height) from its header, without decoding it"
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(f) as im: return im.size
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
+        raise GlanceSvddError(f"cannot read image {f} ({type(e).__name__}: {e}); the file is damaged or not an image") from None
+
+def check_data(job:Job):
+    "The category's images as `job` will read them: the layout (01_data), each mask the size of its image, normal and anomalous test images"
+    from glancesvdd.data import check_mvtec_layout
+    test = check_mvtec_layout(job.data_root, job.category)['test']
+    for image, mask, _ in test:
+        if mask is not None and (a := _size(image)) != (b := _size(mask)):
+            raise GlanceSvddError(f"mask {mask} is {b[0]}x{b[1]} but its image {image} is {a[0]}x{a[1]}: a mask marks its image's pixels")
+    if len({defect == 'good' for _, _, defect in test}) < 2:
+        what = 'normal (test/good)' if test[0][2] == 'good' else 'anomalous'
+        raise GlanceSvddError(f"{Path(job.data_root)/job.category/'test'} holds only {what} images: the AUROCs need both normal images "
+                              "(test/good) and anomalous ones (test/<defect>, with their masks)")
+
+def _data_error(job:Job)->str|None:
+    "`check_data`'s message for `job`, or None"
+    try: check_data(job)
+    except GlanceSvddError as e: return str(e)
+
 # %% ../nbs/60_batch.ipynb #0296b178
+def _record(job:Job, **kw)->dict: return dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir), **kw)
+
 def run_job(job:Job, force:bool=False, experiments=None)->dict:
     "Train and evaluate one run, holding its folder's lock; returns its status ('done', 'skipped' or 'failed') without raising for a failed run"
-    rec, t0 = dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir)), time.time()
+    rec, t0 = _record(job), time.time()
     try:
         if is_done(job.run_dir) and not force: return dict(rec, status='skipped', metrics=_metrics(job))
-        if job.method in METHODS:
-            from glancesvdd.data import check_mvtec_layout
-            check_mvtec_layout(job.data_root, job.category)   # a category without test/ fails here, before a kernel starts
         with run_lock(job.run_dir):
             prepare_run(job, force)
             for name in job.notebooks: run_notebook(name, job, experiments)
@@ -376,8 +401,7 @@ def _run_submitit(jobs, force, experiments, on_done, executor, folder, slurm):
     for j, f in futures:
         try: on_done(f.result())
         except Exception as e:  # the job itself crashed (out of memory, node failure): report it, go on
-            on_done(dict(method=j.method, category=j.category, seed=j.seed, run_dir=str(j.run_dir), status='failed',
-                         error=f'{type(e).__name__}: {str(e)[-2000:]}', log=str(folder)))
+            on_done(_record(j, status='failed', error=f'{type(e).__name__}: {str(e)[-2000:]}', log=str(folder)))
 
 # %% ../nbs/60_batch.ipynb #639bda68
 def batch(jobs:list, # the runs, `Job`s
@@ -391,7 +415,10 @@ def batch(jobs:list, # the runs, `Job`s
     if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
-    for j in jobs: check_job(j, train=force or not is_done(j.run_dir))   # every job, before any kernel starts
+    todo = [j for j in jobs if force or not is_done(j.run_dir)]
+    for j in jobs: check_job(j, train=j in todo)   # every job, before any kernel starts: a mistake they share refuses them all
+    bad = [(j, e) for j in todo if j.method in METHODS and (e := _data_error(j))]   # a broken category fails alone, at once
+    if bad: warnings.warn(f"{len(bad)} of {len(jobs)} runs are not started, their data being unusable:" + ''.join(f"\n  {j.run_dir}: {e}" for j, e in bad))
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
     results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
     order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
@@ -400,9 +427,11 @@ def batch(jobs:list, # the runs, `Job`s
             results.append(r); results.sort(key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
             bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
             save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
+    run = [j for j in jobs if j not in [b for b, _ in bad]]
     try:
-        if executor == 'local': _run_local(jobs, force, experiments, on_done, workers)
-        else: _run_submitit(jobs, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
+        for j, e in bad: on_done(_record(j, status='failed', error=f'GlanceSvddError: {e}'))
+        if run and executor == 'local': _run_local(run, force, experiments, on_done, workers)
+        elif run: _run_submitit(run, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
     finally:
         bar.close()
     return results

@@ -138,18 +138,19 @@ def download(dataset:Param("what to download", str, choices=DATASETS),
         print(f"CIFAR-10 ready in {root}")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
-def _checked(job, train:bool=False):
-    "`job`, checked before a kernel starts: its device, its category's layout, and 60_batch's `check_job` (its config; with `train` what training needs)"
-    from glancesvdd.batch import check_job
+def _checked(job, train:bool=False, test:bool=True):
+    "`job`, checked before a kernel starts (60_batch): its device and config, with `train` what training needs, its data (with `test` the test set too)"
+    from glancesvdd.batch import check_job, check_data
     from glancesvdd.core import check_device
-    check_device(job.device); parse_categories([job.category], job.data_root); check_job(job, train)
+    check_device(job.device); check_job(job, train)
+    check_data(job) if test else parse_categories([job.category], job.data_root)   # predict: new images, no test set needed
     return job
 
-def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False):
+def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False, test:bool=True):
     "The command's one run, from its arguments, checked"
     from glancesvdd.batch import Job
     return _checked(Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
-                        overrides=parse_overrides(overrides, [method])[method]), train)
+                        overrides=parse_overrides(overrides, [method])[method]), train, test)
 
 def train(method:Param("the method", str, choices=METHODS),
           category:Param("category to train on", str),
@@ -217,7 +218,7 @@ def predict(method:Param("the method", str, choices=METHODS),
     from glancesvdd.predict import predict_images, prediction_table
     from glancesvdd.runs import run_lock
     from glancesvdd.svdd.release import prepare_release_run
-    job = _job(method, category, data, runs, device, seed, smoke, set)
+    job = _job(method, category, data, runs, device, seed, smoke, set, test=False)
     if release is None: _check_trained(job)
     elif method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `predict svdd --release`, not {method!r}")
     else: job = release_jobs(release, (category,), data, runs, device, seed, set, allow_modified)[0]

@@ -1,8 +1,9 @@
 """Issues 23 and 24, the command line itself: one flag convention on every sub-command's help, the names it knows as the
 parser's choices, and lists read by the parser; each through the installed `glancesvdd` command."""
-import re
+import re, shutil
 
 import pytest
+from PIL import Image
 
 from glancesvdd.cli import COMMANDS
 from glancesvdd.core import load_json
@@ -127,3 +128,47 @@ def test_identity_comes_from_the_command(work, args, words):
     (work/'rel'/'ckpts').mkdir(parents=True, exist_ok=True)
     error(run_command(*args, '--data', 'data', '--runs', 'iruns', cwd=work), *words)
     assert not (work/'iruns').exists()
+
+
+# Every job of a command checked before any kernel starts (issue 23)
+
+@pytest.fixture(scope='module')
+def bad_data(work):
+    "bdata: brick as it is, `masks` with a mask of another size than its image, `goodonly` whose test set has no anomalous image"
+    root = work/'bdata'
+    for c in ('brick', 'masks', 'goodonly'): shutil.copytree(work/'data'/'brick', root/c)
+    mask = sorted((root/'masks'/'ground_truth').rglob('*_mask.png'))[0]
+    Image.open(mask).resize((32, 32)).save(mask)
+    for d in (root/'goodonly'/'test').iterdir():
+        if d.name != 'good': shutil.rmtree(d)
+    return root
+
+def test_glance_smoke_without_imagenet_is_refused_and_the_advice_works(work):
+    args = ('train', 'glance', 'brick', '--data', 'data', '--runs', 'gruns', '--smoke')
+    error(run_command(*args, cwd=work), 'imagenet_dir is not set', "imagenet_dir='skip'")
+    assert not (work/'gruns').exists()            # no kernel, no config.json that would refuse the advice as "another config"
+    r = run_command(*args, '--set', f'{GLANCE_OFFLINE},iters=2,iters_finetune=2,grid=2', cwd=work)
+    assert r.returncode == 0 and (work/'gruns'/'glance'/'brick'/'seed0'/'glance.pt').exists(), r.stderr
+
+def test_every_seed_is_checked(work):
+    error(run_command('batch', '--methods', 'svdd', '--categories', 'brick', '--seeds', '0,-1', '--data', 'data', '--runs', 'sruns',
+                      '--smoke', cwd=work), 'SvddConfig.seed: expected >= 0, given -1')
+    assert not (work/'sruns').exists()            # seed 0 did not train first
+
+@pytest.mark.parametrize('step, category, words', [
+    ('train', 'masks', ['is 32x32 but its image', 'is 64x64']),
+    ('train', 'goodonly', ['goodonly/test holds only normal (test/good) images']),
+    ('evaluate', 'goodonly', ['goodonly/test holds only normal (test/good) images']),
+])
+def test_bad_data_refused_before_training(work, bad_data, step, category, words):
+    error(run_command(step, 'svdd', category, '--data', 'bdata', '--runs', 'druns', '--smoke', cwd=work), *words)
+    assert not (work/'druns').exists()
+
+def test_a_batch_runs_the_good_categories_and_names_the_bad_at_once(work, bad_data):
+    r = run_command('batch', '--methods', 'svdd', '--categories', 'masks,brick,goodonly', '--data', 'bdata', '--runs', 'druns2',
+                    '--smoke', '--set', 'image_size=64,iters=2', cwd=work)
+    err = error(r, '2 of 3 runs failed')
+    warned = err.index('glancesvdd: warning: 2 of 3 runs are not started, their data being unusable:')
+    assert warned < err.index('druns2/svdd/masks/seed0: mask') < err.index('druns2/svdd/goodonly/seed0: bdata/goodonly/test holds only') < err.index('runs:'), err   # said before the runs start
+    assert '| svdd | brick | 0 | done |' in r.stdout and '| svdd | masks | 0 | failed |' in r.stdout, r.stdout
+    assert sorted(p.name for p in (work/'druns2'/'svdd').iterdir()) == ['brick']   # no folder, so no kernel, for the other two
