@@ -172,3 +172,14 @@ def test_a_batch_runs_the_good_categories_and_names_the_bad_at_once(work, bad_da
     assert warned < err.index('druns2/svdd/masks/seed0: mask') < err.index('druns2/svdd/goodonly/seed0: bdata/goodonly/test holds only') < err.index('runs:'), err   # said before the runs start
     assert '| svdd | brick | 0 | done |' in r.stdout and '| svdd | masks | 0 | failed |' in r.stdout, r.stdout
     assert sorted(p.name for p in (work/'druns2'/'svdd').iterdir()) == ['brick']   # no folder, so no kernel, for the other two
+
+
+# Silent choices (issue 23): a field given twice, a size no method defines
+
+@pytest.mark.parametrize('values, words', [
+    ('iters=4,iters=5000000', ["--set gives svdd's iters twice (iters=..., iters=...): give it once"]),
+    ('image_size=100000', ['SvddConfig.image_size: expected in [64, 1024], given 100000', 'at most 1024 px']),
+])
+def test_silent_choices_are_refused(work, values, words):
+    error(run_command('train', 'svdd', 'brick', '--data', 'data', '--runs', 'cruns', '--smoke', '--set', values, cwd=work), *words)
+    assert not (work/'cruns').exists()
