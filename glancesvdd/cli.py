@@ -4,7 +4,7 @@
 
 # %% ../nbs/61_cli.ipynb #0b98b86a
 from __future__ import annotations
-import argparse, ast, inspect, os, shutil, sys, warnings
+import argparse, ast, inspect, os, shutil, signal, sys, warnings
 from dataclasses import fields
 from importlib.metadata import version
 from pathlib import Path
@@ -18,7 +18,7 @@ from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser
 __all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
            'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs',
            'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'add_params',
-           'parser', 'main']
+           'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
@@ -417,6 +417,11 @@ def parser()->argparse.ArgumentParser:
     for name, f in COMMANDS.items(): add_params(sub.add_parser(name, help=f.__doc__, description=f.__doc__), f)
     return p
 
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a scheduler stopping the job), raised where Ctrl-C raises KeyboardInterrupt, so both stop a command the same way"
+
+def _terminated(signum, frame): raise Terminated()
+
 def main(argv=None)->int:
     "Entry point of the `glancesvdd` command"
     try: args = vars(parser().parse_args(argv))   # --help, --version, an unknown command, option or choice: answered here, before any import
@@ -425,11 +430,15 @@ def main(argv=None)->int:
     from glancesvdd.core import GlanceSvddError, PROGRESS_ENV
     if name in ('train', 'evaluate', 'batch', 'demo'): os.environ.setdefault(PROGRESS_ENV, 'log')  # the notebooks' bars go to log files (00_core)
     warnings.formatwarning = lambda msg, *a, **k: f"glancesvdd: warning: {msg}\n"   # one line each, no source line
+    sigterm = signal.signal(signal.SIGTERM, _terminated)
     try: COMMANDS[name](**args)
     except GlanceSvddError as e:
         print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
     except OSError as e:   # the file system said no: a file where a folder should be, no permission, a full disk
         print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print("glancesvdd: interrupted; finished runs are kept, run the same command again to continue", file=sys.stderr); return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM: the run folders' locks are released on the way out, the kernels stopped
+        what = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+        print(f"glancesvdd: {what}; finished runs are kept, run the same command again to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+    finally: signal.signal(signal.SIGTERM, sigterm)
     return 0

@@ -126,6 +126,22 @@ def test_ctrl_c_shows_one_line(work):
     assert p.returncode == 130 and err.strip().splitlines() == [
         'glancesvdd: interrupted; finished runs are kept, run the same command again to continue'], err
 
+def test_sigterm_is_treated_as_ctrl_c(work):
+    "SIGTERM (kill, a scheduler) during train: one line, exit code 143, the kernel stopped, the run folder's lock released"
+    p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'sruns', '--set', f'{SMALL},iters=400'],
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    run = work/'sruns'/'svdd'/'logo'/'seed0'
+    wait_for(lambda: list((run/'checkpoints').glob('iter_*.pt')), p)    # training under way, in its kernel
+    kernel = kernel_of(p.pid); assert kernel
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 143 and err.strip().splitlines() == [
+        'glancesvdd: terminated (SIGTERM); finished runs are kept, run the same command again to continue'], (p.returncode, err)
+    assert not (run/'.lock').exists()
+    gone = lambda: not Path(f'/proc/{kernel}').exists() or 'zombie' in Path(f'/proc/{kernel}/status').read_text().lower()
+    t0 = time.time()
+    while not gone(): assert time.time() - t0 < 300, f'kernel {kernel} still runs'; time.sleep(0.1)
+
 # Bad 2: a damaged scores.npz; Weak: a missing runs folder
 
 def test_report_skips_damaged_scores(trained, work):
