@@ -279,9 +279,11 @@ def run_job(job:Job, force:bool=False, experiments=None)->dict:
     except GlanceSvddError as e: return dict(rec, status='failed', error=f'GlanceSvddError: {e}', seconds=round(time.time() - t0, 1))
 
 def _metrics(job:Job)->dict:
-    try: return load_json(job.run_dir/'metrics.json')
-    except GlanceSvddError as e:
-        raise GlanceSvddError(f"{e}. Deleting it is safe: the trained model is kept, and the same command evaluates it again") from None
+    f, advice = job.run_dir/'metrics.json', "Deleting it is safe: the trained model is kept, and the same command evaluates it again"
+    try: m = load_json(f)
+    except GlanceSvddError as e: raise GlanceSvddError(f"{e}. {advice}") from None
+    if not isinstance(m, dict): raise GlanceSvddError(f"{f} holds a JSON {type(m).__name__}, not the metrics by name. {advice}")
+    return m
 
 # %% ../nbs/60_batch.ipynb #873e4a4b
 CPU_RUNS = 2   # runs at once on a machine without a GPU, each on its share of the cores: on 2 cores, two 1-thread kernels scored
@@ -437,12 +439,17 @@ def batch(jobs:list, # the runs, `Job`s
     return results
 
 # %% ../nbs/60_batch.ipynb #915987a6
+def _note(r:dict)->str:
+    "A failed run's reason, whole (its end names the sizes, the folders that exist ...), on one line, and where its record is"
+    if not r.get('error'): return ''
+    where = r.get('notebook') or r.get('log')   # a run refused before its kernel has neither
+    return ' '.join(r['error'].split()).replace('|', '\\|') + (f" (see {where})" if where else '')
+
 def summary_table(results:list)->str:
     "A Markdown table of batch results"
     rows = ['| method | category | seed | status | image AUROC | pixel AUROC | AUPRO | note |', '|---|---|---|---|---|---|---|---|']
     for r in results:
         m = r.get('metrics') or {}
         f = lambda k: f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else '—'
-        note = r.get('error', '') and f"{r['error'][:80]} (see {r.get('notebook', r.get('log'))})"
-        rows.append(f"| {r['method']} | {r['category']} | {r['seed']} | {r['status']} | {f('image_auroc')} | {f('pixel_auroc')} | {f('aupro')} | {note} |")
+        rows.append(f"| {r['method']} | {r['category']} | {r['seed']} | {r['status']} | {f('image_auroc')} | {f('pixel_auroc')} | {f('aupro')} | {_note(r)} |")
     return '\n'.join(rows)

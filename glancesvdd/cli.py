@@ -16,9 +16,9 @@ from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
-           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs',
-           'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'add_params',
-           'parser', 'Terminated', 'main']
+           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'check_results',
+           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs',
+           'add_params', 'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
@@ -231,6 +231,13 @@ def predict(method:Param("the method", str, choices=METHODS),
     print(f"overlays and predictions.json in {out}")
 
 # %% ../nbs/61_cli.ipynb #849dd9ef
+def check_results(results:list, what:str='runs'):
+    "After the table: one GlanceSvddError saying how many of `results` failed, and that the others are kept when there are others"
+    from glancesvdd.core import GlanceSvddError
+    if not (failed := sum(r['status'] == 'failed' for r in results)): return
+    kept = len(results) - failed
+    raise GlanceSvddError(f"{failed} of {len(results)} {what} failed (see the table above)" + (f"; the other {kept} are kept" if kept else ''))
+
 def release_jobs(release:str, categories:str, data:str, runs:str, device:str='auto', seed:int=0, overrides=None,
                  allow_modified:bool=False)->list:
     "One `ReleaseJob` per category, each checkpoint checked (layout, sha256, EncoderHier) before anything runs"
@@ -256,8 +263,7 @@ def evaluate_release(method, release, categories, data, runs, device='auto', see
     results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor,
                     force=force, slurm=slurm, workers=workers)
     print(summary_table(results))
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} release runs failed (see the table above); the others are kept")
+    check_results(results, 'release runs')
     return results
 
 # %% ../nbs/61_cli.ipynb #8ce4781f
@@ -302,15 +308,14 @@ def batch_cmd(methods:Param("methods, comma-separated", comma_list('method', MET
               workers:Param("local: runs at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
     from glancesvdd.batch import Job, batch, summary_table
-    from glancesvdd.core import GlanceSvddError, check_device
+    from glancesvdd.core import check_device
     cats = parse_categories(categories, data, check=False)   # a broken category fails alone
     check_device(device); overrides = parse_overrides(set, methods)
     jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides[m])
             for m in methods for c in cats for s in seeds]
     results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config), workers=workers)
     print(summary_table(results))
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} runs failed (see the table above); the others are kept")
+    check_results(results)
 
 # %% ../nbs/61_cli.ipynb #cba21d1a
 def report(runs:Param("runs root", str)='runs',
@@ -363,8 +368,7 @@ def demo(out:Param("where the report goes", str)='reports/demo',
     print(summary_table(results))
     files = render_report(runs, out)
     print(f"report: {Path(out)/'index.md'} ({len(files)} files)")
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} demo runs failed (see the table above)")
+    check_results(results, 'demo runs')
 
 # %% ../nbs/61_cli.ipynb #4098d270
 def docs(out:Param("the site folder", str)='docs/_site',

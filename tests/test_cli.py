@@ -183,3 +183,20 @@ def test_a_batch_runs_the_good_categories_and_names_the_bad_at_once(work, bad_da
 def test_silent_choices_are_refused(work, values, words):
     error(run_command('train', 'svdd', 'brick', '--data', 'data', '--runs', 'cruns', '--smoke', '--set', values, cwd=work), *words)
     assert not (work/'cruns').exists()
+
+
+# Messages cut short, and tracebacks (issue 23)
+
+def test_a_reason_is_whole_and_the_footer_true(work, bad_data):
+    r = run_command('batch', '--methods', 'svdd', '--categories', 'masks,goodonly', '--data', 'bdata', '--runs', 'fruns', cwd=work)
+    err = error(r, '2 of 2 runs failed (see the table above)')
+    assert 'are kept' not in err and '(see None)' not in r.stdout, (err, r.stdout)
+    row = next(l for l in r.stdout.splitlines() if l.startswith('| svdd | masks |'))
+    assert row.endswith("is 64x64: a mask marks its image's pixels |"), row   # the sizes, past the old 80-character cut
+    assert not (work/'fruns'/'svdd').exists()
+
+@pytest.mark.parametrize('command', ['batch', 'demo'])
+@pytest.mark.parametrize('categories', ['', ' , '])
+def test_no_category_is_a_clear_error(work, command, categories):
+    refused(run_command(command, '--categories', categories, '--runs', 'nruns', cwd=work), 'argument --categories: no category given')
+    assert not (work/'nruns').exists()

@@ -206,15 +206,19 @@ def test_per_category_archive(work):
 def test_bad_categories_fail_alone(trained, work):
     run = work/'bruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
     (run/'metrics.json').write_text('{"image_auroc": 0.')                     # damaged
+    shutil.copytree(trained, work/'bruns'/'svdd'/'logo'/'seed0')
+    (work/'bruns'/'svdd'/'logo'/'seed0'/'metrics.json').write_text('[0.9, 0.8]')   # valid JSON, not the metrics by name
     before = md5s(work/'bruns')
-    res = cli('batch', '--methods', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
-    clear_error(res, '2 of 2 runs failed')
+    res = cli('batch', '--methods', 'svdd', '--categories', 'brick,gravel,logo', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
+    clear_error(res, '3 of 3 runs failed')
     assert '| svdd | brick | 0 | failed |' in res[1] and '| svdd | gravel | 0 | failed |' in res[1], res[1]
     results = load_json(work/'bruns'/'batch_summary.json')['results']
-    assert [r['status'] for r in results] == ['failed', 'failed']
+    assert [r['status'] for r in results] == ['failed', 'failed', 'failed']
     assert 'metrics.json is not valid JSON' in results[0]['error'] and 'the trained model is kept' in results[0]['error']
     assert 'gravel/test does not exist' in results[1]['error']
-    after = md5s(work/'bruns'); after.pop('svdd/brick/seed0/metrics.json', None); before.pop('svdd/brick/seed0/metrics.json', None)
+    assert 'logo/seed0/metrics.json holds a JSON list, not the metrics by name' in results[2]['error']
+    after = md5s(work/'bruns')
+    for m in ('brick', 'logo'): after.pop(f'svdd/{m}/seed0/metrics.json', None); before.pop(f'svdd/{m}/seed0/metrics.json', None)
     assert after == before and not (work/'bruns'/'svdd'/'gravel').exists()
 
 # Weak: two processes in one run folder; a stale lock
