@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
+import fcntl, functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
@@ -406,6 +406,22 @@ def _run_submitit(jobs, force, experiments, on_done, executor, folder, slurm):
             on_done(_record(j, status='failed', error=f'{type(e).__name__}: {str(e)[-2000:]}', log=str(folder)))
 
 # %% ../nbs/60_batch.ipynb #639bda68
+def _earlier_results(file:Path)->list:
+    "The results that earlier batch commands recorded in `file` ([] when there is none)"
+    if not file.exists(): return []
+    s = load_json(file)
+    if not (isinstance(s, dict) and isinstance(s.get('results'), list)):
+        raise GlanceSvddError(f"{file} is not a batch summary (a JSON object with a list of results): move it aside, and run the command again")
+    return s['results']
+
+def _save_summary(file:Path, results:list, pending:int):
+    "Write `file`: earlier commands' results of other runs, then this command's (`pending`: its runs not finished yet)"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file.parent/'.batch_summary.lock', 'a') as lock:   # two commands on one runs root: one reads and writes at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine = {r['run_dir'] for r in results}
+        save_json(dict(results=[r for r in _earlier_results(file) if r.get('run_dir') not in mine] + results, pending=pending), file)
+
 def batch(jobs:list, # the runs, `Job`s
           executor:str='local', # 'local', 'slurm' or 'submitit-local'
           force:bool=False, # redo finished runs
@@ -413,22 +429,25 @@ def batch(jobs:list, # the runs, `Job`s
           slurm:dict|None=None, # submitit parameters for SLURM (partition, gpus_per_node, timeout_min, ...)
           progress:bool=True,
           workers:int=0)->list: # local: runs at once (0: one per GPU, or `CPU_RUNS` on a CPU; see `local_plan`)
-    "Run every job; failures are recorded, never raised; a summary is saved after each run; results (returned and saved) are in the jobs' order"
+    "Run every job; failures are recorded, never raised; the summary is saved after each run, beside earlier commands' runs; results (returned and saved) are in the jobs' order"
     if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
+    if twice := sorted({str(j.run_dir) for j in jobs if [k.run_dir for k in jobs].count(j.run_dir) > 1}):
+        raise GlanceSvddError(f"{', '.join(twice)}: one run given twice to this command; each run goes once (its folder is locked while it runs)")
+    summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
+    _earlier_results(summary_file)   # a summary this command could not add to: said now, before any kernel
     todo = [j for j in jobs if force or not is_done(j.run_dir)]
     for j in jobs: check_job(j, train=j in todo)   # every job, before any kernel starts: a mistake they share refuses them all
     bad = [(j, e) for j in todo if j.method in METHODS and (e := _data_error(j))]   # a broken category fails alone, at once
     if bad: warnings.warn(f"{len(bad)} of {len(jobs)} runs are not started, their data being unusable:" + ''.join(f"\n  {j.run_dir}: {e}" for j, e in bad))
-    summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
     results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
     order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
     def on_done(r):
         with lock:                              # local runs finish in worker threads; results stay in the jobs' order
             results.append(r); results.sort(key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
             bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
-            save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
+            _save_summary(summary_file, results, pending=len(jobs) - len(results))
     run = [j for j in jobs if j not in [b for b, _ in bad]]
     try:
         for j, e in bad: on_done(_record(j, status='failed', error=f'GlanceSvddError: {e}'))

@@ -200,3 +200,21 @@ def test_a_reason_is_whole_and_the_footer_true(work, bad_data):
 def test_no_category_is_a_clear_error(work, command, categories):
     refused(run_command(command, '--categories', categories, '--runs', 'nruns', cwd=work), 'argument --categories: no category given')
     assert not (work/'nruns').exists()
+
+
+# batch_summary.json: one per runs root, each command adding its runs (issue 23); one run twice in one command
+
+def test_summaries_of_two_commands_are_both_kept(work, bad_data):
+    for cat in ('masks', 'goodonly'):   # each fails at once, without a kernel: two quick commands on one runs root
+        error(run_command('batch', '--methods', 'svdd', '--categories', cat, '--data', 'bdata', '--runs', 'mruns2', cwd=work), '1 of 1 runs failed')
+    results = load_json(work/'mruns2'/'batch_summary.json')['results']
+    assert [r['category'] for r in results] == ['masks', 'goodonly'], results
+    error(run_command('batch', '--methods', 'svdd', '--categories', 'goodonly', '--data', 'bdata', '--runs', 'mruns2', cwd=work), '1 of 1 runs failed')
+    assert [r['category'] for r in load_json(work/'mruns2'/'batch_summary.json')['results']] == ['masks', 'goodonly']   # replaced, not added twice
+
+@pytest.mark.parametrize('categories', ['brick,brick', 'brick,./brick'])
+def test_one_run_twice_in_one_command_is_refused(work, categories):
+    r = run_command('batch', '--methods', 'svdd', '--categories', categories, '--workers', '2', '--data', 'data', '--runs', 'truns', cwd=work)
+    if categories == 'brick,brick': refused(r, 'argument --categories: brick given twice')
+    else: error(r, 'truns/svdd/brick/seed0: one run given twice to this command')
+    assert not (work/'truns').exists()
