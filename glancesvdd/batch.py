@@ -201,7 +201,9 @@ def prepare_run(job:Job, force:bool=False)->Path:
     if force and job.run_dir.exists():
         for f in job.run_dir.iterdir():
             if f.name != LOCK: shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-    if job.method in METHODS: init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
+    if job.method in METHODS:
+        if (job.run_dir/'config.json').exists(): run_config(job.method, job.run_dir)   # a file edited by hand: named as invalid, not as another config
+        init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
     job.run_dir.mkdir(parents=True, exist_ok=True)
     return job.run_dir
 

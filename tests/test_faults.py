@@ -264,6 +264,20 @@ def test_evaluate_a_run_folder(trained, work):
     assert [new[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')] == [old[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')]
     assert md5s(run)['model.pt'] == model and load_json(run/'config.json') == load_json(trained/'config.json')
 
+def test_hand_edited_config_is_named_invalid(trained, work):
+    "A value no command could give, written into config.json by hand: the file itself is named as invalid, and nothing changes"
+    run = work/'hruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    (run/'metrics.json').unlink()                                            # not finished: batch would evaluate it
+    cfg = load_json(run/'config.json'); (run/'config.json').write_text(json.dumps(cfg | dict(lr=-1)))
+    before = md5s(run)
+    msg = ('hruns/svdd/brick/seed0/config.json is invalid (SvddConfig.lr: expected > 0, given -1)', 'edited by hand', 'train_svdd.ipynb')
+    for args in (('evaluate', 'svdd', 'brick', *RUN, '--runs', 'hruns', '--set', ITERS), ('evaluate', '--run', 'hruns/svdd/brick/seed0'),
+                 ('train', 'svdd', 'brick', *RUN, '--runs', 'hruns', '--set', ITERS), ('batch', '--methods', 'svdd', '--categories', 'brick', *RUN,
+                 '--runs', 'hruns', '--set', ITERS)):
+        err = clear_error(cli(*args, cwd=work), *(('1 of 1 runs failed',) if args[0] == 'batch' else msg))
+        if args[0] == 'batch': assert all(m in load_json(work/'hruns'/'batch_summary.json')['results'][0]['error'] for m in msg)
+        assert md5s(run) == before, args
+
 # Weak: evaluate before train
 
 def test_evaluate_before_train_creates_nothing(work):
