@@ -5,6 +5,7 @@
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
 import fcntl, functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
+from collections import Counter
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
@@ -435,7 +436,7 @@ def batch(jobs:list, # the runs, `Job`s
     if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
-    if twice := sorted({str(j.run_dir) for j in jobs if [k.run_dir for k in jobs].count(j.run_dir) > 1}):
+    if twice := sorted(str(d) for d, n in Counter(j.run_dir for j in jobs).items() if n > 1):
         raise GlanceSvddError(f"{', '.join(twice)}: one run given twice to this command; each run goes once (its folder is locked while it runs)")
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
     _earlier_results(summary_file)   # a summary this command could not add to: said now, before any kernel
