@@ -4,25 +4,25 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import os, re, shutil, signal, sys, threading, time, weakref
+import fcntl, functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
+from collections import Counter
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
 import torch   # papermill, nbclient and jupyter_client are imported where they are used: importing them takes about 2 s,
                # which every experiment notebook's kernel would pay, since the notebooks import this module for their config
 
-from .core import GlanceSvddError, save_json, load_json, from_params, progress_bar
+from .choices import METHODS, EXECUTORS   # the names the command offers (00a_choices)
+from .core import GlanceSvddError, save_json, load_json, load_torch, from_params, progress_bar
 from .runs import run_path, is_done, init_run, run_lock, LOCK
 
 # %% auto #0
-__all__ = ['METHODS', 'JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir',
-           'method_api', 'method_config', 'Job', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed', 'run_notebook',
-           'prepare_run', 'run_job', 'local_plan', 'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs',
-           'batch', 'summary_table']
+__all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
+           'method_config', 'Job', 'run_config', 'job_of_run', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed',
+           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'check_data', 'run_job', 'local_plan',
+           'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
-METHODS = ('glance', 'svdd')
-
 def experiments_dir()->Path:
     "The folder of the experiment notebooks: `glancesvdd/experiments` of an installed wheel, else `nbs/experiments` of the source checkout"
     here = Path(__file__).resolve().parent
@@ -48,7 +48,8 @@ def method_api(method:str)->dict:
                     training_scores=training_scores)
     raise GlanceSvddError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
-JOB_FIELDS = ('category', 'seed', 'data_root', 'device')  # declared notebook parameters that are config fields too
+JOB_FIELDS = dict(category='CATEGORY (batch: --categories)', seed='--seed (batch: --seeds)', data_root='--data',   # declared notebook parameters
+                  device='--device')                                                                            # that are config fields too: where each is given
 
 def method_config(method:str, params:dict):
     "The method's config from papermill parameters (`JOB_FIELDS`), shrunk when `params['smoke']`, then the `config` dict's fields (`--set` wins over `--smoke`)"
@@ -57,6 +58,8 @@ def method_config(method:str, params:dict):
     if params.get('smoke'): cfg = api['smoke'](cfg)
     over = dict(params.get('config') or {})
     if bad := sorted(set(over) - {f.name for f in fields(cfg)}): raise GlanceSvddError(f"{', '.join(bad)}: not a field of {type(cfg).__name__}")
+    if own := [k for k in JOB_FIELDS if k in over]:
+        raise GlanceSvddError('; '.join(f"--set {k}: a run's {k} is given by the command's own {JOB_FIELDS[k]}, never by --set" for k in own))
     return replace(cfg, **over)
 
 # %% ../nbs/60_batch.ipynb #79fc9605
@@ -82,6 +85,33 @@ class Job:
         "What papermill injects into the notebooks' `parameters` cell: the declared names, the config fields as one dict"
         p = asdict(self); p.pop('overrides'); p.pop('threads')   # threads reach the kernel as its environment (execute)
         return p | dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides})   # papermill writes a tuple as a string; the config reads a list back as a tuple (00_core)
+
+# %% ../nbs/60_batch.ipynb #37acb365
+def run_config(method:str, run_dir)->dict:
+    "The config recorded in `run_dir`/config.json, checked as `method`'s config; a file glancesvdd would not have written is a GlanceSvddError naming it"
+    f, cls = Path(run_dir)/'config.json', method_api(method)['config']
+    cfg = load_json(f)   # missing, or not JSON: said by load_json
+    try:
+        if not isinstance(cfg, dict): raise GlanceSvddError(f"it holds a JSON {type(cfg).__name__}, not the fields of {cls.__name__}")
+        if bad := sorted(set(cfg) - {x.name for x in fields(cls)}): raise GlanceSvddError(f"{', '.join(bad)}: not a field of {cls.__name__}")
+        cls(**cfg)
+    except GlanceSvddError as e:
+        raise GlanceSvddError(f"{f} is invalid ({e}): glancesvdd writes it when the run starts and never changes it; if it was edited by "
+                              f"hand, put back the value the run was made with (its train_{method}.ipynb shows the config)") from None
+    return cfg
+
+def job_of_run(run_dir, device:str='auto')->Job:
+    "The job that made run folder `run_dir` (<runs>/<method>/<category>/seed<k>): identity from its path, every field from its config.json"
+    d = Path(os.path.relpath(Path(run_dir).resolve()))
+    method, category, seed = d.parent.parent.name, d.parent.name, d.name.removeprefix('seed')
+    if method not in METHODS or not (d.name.startswith('seed') and seed.isdigit()):
+        raise GlanceSvddError(f"{run_dir} is not a run folder: expected <runs>/<method>/<category>/seed<k>, with a method of {', '.join(METHODS)}")
+    cfg = run_config(method, d)
+    if (cfg.get('category'), cfg.get('seed')) != (category, int(seed)):
+        raise GlanceSvddError(f"{d/'config.json'} is invalid: it records category {cfg.get('category')!r}, seed {cfg.get('seed')!r}, but "
+                              f"its folder is {category}/seed{seed}: it is not this run's config")
+    return Job(method, category, int(seed), data_root=cfg['data_root'], runs_root=str(d.parents[2]), device=device,
+               overrides=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k not in JOB_FIELDS))   # as --set gives them
 
 # %% ../nbs/60_batch.ipynb #f57f92b6
 @dataclass(frozen=True)
@@ -172,19 +202,77 @@ def prepare_run(job:Job, force:bool=False)->Path:
     if force and job.run_dir.exists():
         for f in job.run_dir.iterdir():
             if f.name != LOCK: shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-    if job.method in METHODS: init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
+    if job.method in METHODS:
+        if (job.run_dir/'config.json').exists(): run_config(job.method, job.run_dir)   # a file edited by hand: named as invalid, not as another config
+        init_run(job.run_dir, asdict(method_config(job.method, job.parameters)))
     job.run_dir.mkdir(parents=True, exist_ok=True)
     return job.run_dir
 
+# %% ../nbs/60_batch.ipynb #0c8c4555
+@functools.cache
+def _check_teacher(weights:str):
+    "Load GLANCE's teacher once per command: a missing or wrong file, or torchvision's weights out of reach, is a GlanceSvddError (13_glance_train)"
+    from glancesvdd.glance.train import TEACHER_URL, load_teacher
+    if Path(weights).is_file(): load_torch(weights, what='teacher_weights', hint=f"give ResNet-18's ImageNet weights ({TEACHER_URL})")
+    load_teacher(weights)
+
+def _any_image(folder:Path)->bool:
+    "Whether `folder` holds an image file, at any depth: the first one found ends the search (ImageNet's train/ has 1.28M)"
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    return any(f.suffix.lower() in IMG_EXTENSIONS for f in folder.rglob('*'))
+
+def check_training(method:str, cfg):
+    "What training `cfg` needs besides the category's images: for GLANCE its ImageNet folder (or 'skip', by name) and its teacher"
+    if method != 'glance': return   # Patch SVDD learns from the category's images alone
+    from glancesvdd.glance.config import SKIP, check_imagenet_dir
+    check_imagenet_dir(cfg.imagenet_dir)
+    d = Path(cfg.imagenet_dir)
+    if cfg.imagenet_dir != SKIP and cfg.iters_imagenet and not (d.is_dir() and _any_image(d)):
+        raise GlanceSvddError(f"imagenet_dir {d} {'holds no images' if d.is_dir() else 'is not a folder'}: give a folder of images such "
+                              f"as ImageNet's train/ (--set glance.imagenet_dir=PATH), or skip that stage with imagenet_dir={SKIP}")
+    if cfg.teacher_weights != 'untrained': _check_teacher(cfg.teacher_weights)
+
+def check_job(job:Job, train:bool=True):
+    "The config `job`'s notebooks will build, checked, and with `train` what training needs (`check_training`); returns the config (None for a job of another method)"
+    if job.method not in METHODS: return None   # a release job is checked where it is made (61_cli); toy jobs bring no config
+    cfg = method_config(job.method, job.parameters)
+    if train: check_training(job.method, cfg)
+    return cfg
+
+# %% ../nbs/60_batch.ipynb #8690a938
+def _size(f:Path)->tuple:
+    "An image's (width, height) from its header, without decoding it"
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(f) as im: return im.size
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
+        raise GlanceSvddError(f"cannot read image {f} ({type(e).__name__}: {e}); the file is damaged or not an image") from None
+
+def check_data(job:Job):
+    "The category's images as `job` will read them: the layout (01_data), each mask the size of its image, normal and anomalous test images"
+    from glancesvdd.data import check_mvtec_layout
+    test = check_mvtec_layout(job.data_root, job.category)['test']
+    for image, mask, _ in test:
+        if mask is not None and (a := _size(image)) != (b := _size(mask)):
+            raise GlanceSvddError(f"mask {mask} is {b[0]}x{b[1]} but its image {image} is {a[0]}x{a[1]}: a mask marks its image's pixels")
+    if len({defect == 'good' for _, _, defect in test}) < 2:
+        what = 'normal (test/good)' if test[0][2] == 'good' else 'anomalous'
+        raise GlanceSvddError(f"{Path(job.data_root)/job.category/'test'} holds only {what} images: the AUROCs need both normal images "
+                              "(test/good) and anomalous ones (test/<defect>, with their masks)")
+
+def _data_error(job:Job)->str|None:
+    "`check_data`'s message for `job`, or None"
+    try: check_data(job)
+    except GlanceSvddError as e: return str(e)
+
 # %% ../nbs/60_batch.ipynb #0296b178
+def _record(job:Job, **kw)->dict: return dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir), **kw)
+
 def run_job(job:Job, force:bool=False, experiments=None)->dict:
     "Train and evaluate one run, holding its folder's lock; returns its status ('done', 'skipped' or 'failed') without raising for a failed run"
-    rec, t0 = dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir)), time.time()
+    rec, t0 = _record(job), time.time()
     try:
         if is_done(job.run_dir) and not force: return dict(rec, status='skipped', metrics=_metrics(job))
-        if job.method in METHODS:
-            from glancesvdd.data import check_mvtec_layout
-            check_mvtec_layout(job.data_root, job.category)   # a category without test/ fails here, before a kernel starts
         with run_lock(job.run_dir):
             prepare_run(job, force)
             for name in job.notebooks: run_notebook(name, job, experiments)
@@ -194,9 +282,11 @@ def run_job(job:Job, force:bool=False, experiments=None)->dict:
     except GlanceSvddError as e: return dict(rec, status='failed', error=f'GlanceSvddError: {e}', seconds=round(time.time() - t0, 1))
 
 def _metrics(job:Job)->dict:
-    try: return load_json(job.run_dir/'metrics.json')
-    except GlanceSvddError as e:
-        raise GlanceSvddError(f"{e}. Deleting it is safe: the trained model is kept, and the same command evaluates it again") from None
+    f, advice = job.run_dir/'metrics.json', "Deleting it is safe: the trained model is kept, and the same command evaluates it again"
+    try: m = load_json(f)
+    except GlanceSvddError as e: raise GlanceSvddError(f"{e}. {advice}") from None
+    if not isinstance(m, dict): raise GlanceSvddError(f"{f} holds a JSON {type(m).__name__}, not the metrics by name. {advice}")
+    return m
 
 # %% ../nbs/60_batch.ipynb #873e4a4b
 CPU_RUNS = 2   # runs at once on a machine without a GPU, each on its share of the cores: on 2 cores, two 1-thread kernels scored
@@ -316,10 +406,25 @@ def _run_submitit(jobs, force, experiments, on_done, executor, folder, slurm):
     for j, f in futures:
         try: on_done(f.result())
         except Exception as e:  # the job itself crashed (out of memory, node failure): report it, go on
-            on_done(dict(method=j.method, category=j.category, seed=j.seed, run_dir=str(j.run_dir), status='failed',
-                         error=f'{type(e).__name__}: {str(e)[-2000:]}', log=str(folder)))
+            on_done(_record(j, status='failed', error=f'{type(e).__name__}: {str(e)[-2000:]}', log=str(folder)))
 
 # %% ../nbs/60_batch.ipynb #639bda68
+def _earlier_results(file:Path)->list:
+    "The results that earlier batch commands recorded in `file` ([] when there is none)"
+    if not file.exists(): return []
+    s = load_json(file)
+    if not (isinstance(s, dict) and isinstance(s.get('results'), list)):
+        raise GlanceSvddError(f"{file} is not a batch summary (a JSON object with a list of results): move it aside, and run the command again")
+    return s['results']
+
+def _save_summary(file:Path, results:list, pending:int):
+    "Write `file`: earlier commands' results of other runs, then this command's (`pending`: its runs not finished yet)"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file.parent/'.batch_summary.lock', 'a') as lock:   # two commands on one runs root: one reads and writes at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine = {r['run_dir'] for r in results}
+        save_json(dict(results=[r for r in _earlier_results(file) if r.get('run_dir') not in mine] + results, pending=pending), file)
+
 def batch(jobs:list, # the runs, `Job`s
           executor:str='local', # 'local', 'slurm' or 'submitit-local'
           force:bool=False, # redo finished runs
@@ -327,32 +432,46 @@ def batch(jobs:list, # the runs, `Job`s
           slurm:dict|None=None, # submitit parameters for SLURM (partition, gpus_per_node, timeout_min, ...)
           progress:bool=True,
           workers:int=0)->list: # local: runs at once (0: one per GPU, or `CPU_RUNS` on a CPU; see `local_plan`)
-    "Run every job; failures are recorded, never raised; a summary is saved after each run; results (returned and saved) are in the jobs' order"
-    if executor not in ('local', 'slurm', 'submitit-local'): raise GlanceSvddError(f"unknown executor {executor!r}: use local or slurm")
+    "Run every job; failures are recorded, never raised; the summary is saved after each run, beside earlier commands' runs; results (returned and saved) are in the jobs' order"
+    if executor not in EXECUTORS: raise GlanceSvddError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 0: raise GlanceSvddError(f"workers: expected 0 (automatic) or a positive number, given {workers!r}")
     if not jobs: return []
+    if twice := sorted(str(d) for d, n in Counter(j.run_dir for j in jobs).items() if n > 1):
+        raise GlanceSvddError(f"{', '.join(twice)}: one run given twice to this command; each run goes once (its folder is locked while it runs)")
     summary_file = Path(jobs[0].runs_root)/'batch_summary.json'
+    _earlier_results(summary_file)   # a summary this command could not add to: said now, before any kernel
+    todo = [j for j in jobs if force or not is_done(j.run_dir)]
+    for j in jobs: check_job(j, train=j in todo)   # every job, before any kernel starts: a mistake they share refuses them all
+    bad = [(j, e) for j in todo if j.method in METHODS and (e := _data_error(j))]   # a broken category fails alone, at once
+    if bad: warnings.warn(f"{len(bad)} of {len(jobs)} runs are not started, their data being unusable:" + ''.join(f"\n  {j.run_dir}: {e}" for j, e in bad))
     results, bar, lock = [], progress_bar(total=len(jobs), desc='runs', disable=not progress), threading.Lock()
     order = {(j.method, j.category, j.seed): i for i, j in enumerate(jobs)}
     def on_done(r):
         with lock:                              # local runs finish in worker threads; results stay in the jobs' order
             results.append(r); results.sort(key=lambda r: order.get((r['method'], r['category'], r['seed']), len(order)))
             bar.update(1); bar.set_postfix_str(f"{r['method']}/{r['category']}: {r['status']}")
-            save_json(dict(results=results, pending=len(jobs) - len(results)), summary_file)
+            _save_summary(summary_file, results, pending=len(jobs) - len(results))
+    run = [j for j in jobs if j not in [b for b, _ in bad]]
     try:
-        if executor == 'local': _run_local(jobs, force, experiments, on_done, workers)
-        else: _run_submitit(jobs, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
+        for j, e in bad: on_done(_record(j, status='failed', error=f'GlanceSvddError: {e}'))
+        if run and executor == 'local': _run_local(run, force, experiments, on_done, workers)
+        elif run: _run_submitit(run, force, experiments, on_done, executor, Path(jobs[0].runs_root)/'.submitit', slurm or {})
     finally:
         bar.close()
     return results
 
 # %% ../nbs/60_batch.ipynb #915987a6
+def _note(r:dict)->str:
+    "A failed run's reason, whole (its end names the sizes, the folders that exist ...), on one line, and where its record is"
+    if not r.get('error'): return ''
+    where = r.get('notebook') or r.get('log')   # a run refused before its kernel has neither
+    return ' '.join(r['error'].split()).replace('|', '\\|') + (f" (see {where})" if where else '')
+
 def summary_table(results:list)->str:
     "A Markdown table of batch results"
     rows = ['| method | category | seed | status | image AUROC | pixel AUROC | AUPRO | note |', '|---|---|---|---|---|---|---|---|']
     for r in results:
         m = r.get('metrics') or {}
         f = lambda k: f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else '—'
-        note = r.get('error', '') and f"{r['error'][:80]} (see {r.get('notebook', r.get('log'))})"
-        rows.append(f"| {r['method']} | {r['category']} | {r['seed']} | {r['status']} | {f('image_auroc')} | {f('pixel_auroc')} | {f('aupro')} | {note} |")
+        rows.append(f"| {r['method']} | {r['category']} | {r['seed']} | {r['status']} | {f('image_auroc')} | {f('pixel_auroc')} | {f('aupro')} | {_note(r)} |")
     return '\n'.join(rows)

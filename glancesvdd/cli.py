@@ -4,40 +4,48 @@
 
 # %% ../nbs/61_cli.ipynb #0b98b86a
 from __future__ import annotations
-import argparse, ast, os, shutil, sys, warnings
+import argparse, ast, inspect, os, shutil, signal, sys, warnings
 from dataclasses import fields
 from importlib.metadata import version
 from pathlib import Path
 
-from fastcore.script import call_parse, anno_parser, Param, store_true
+from fastcore.script import Param, store_true, store_false
 
 import glancesvdd   # the package alone: the library (torch, papermill) is imported inside the commands, see `main`
+from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser's choices
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'parse_methods', 'parse_categories',
-           'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'release_jobs', 'evaluate_release',
-           'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs', 'parser', 'main']
+__all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
+           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'check_results',
+           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs',
+           'add_params', 'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
-def parse_methods(methods:str)->list:
-    "'glance,svdd' -> ['glance', 'svdd'], checked"
-    from glancesvdd.batch import METHODS
-    from glancesvdd.core import GlanceSvddError
-    out = [m.strip() for m in methods.split(',') if m.strip()]
-    bad = [m for m in out if m not in METHODS]
-    if bad or not out: raise GlanceSvddError(f"unknown method {', '.join(bad) or repr(methods)}: choose from {', '.join(METHODS)}")
-    return out
+def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
+               choices=None, # the items allowed; None: any
+               item=str): # how one item is read, e.g. int
+    "An argparse `type`: 'a,b' -> ('a', 'b'), each read by `item` and one of `choices`; no item, or one given twice, is refused"
+    def read(text:str)->tuple:
+        try: out = tuple(item(t.strip()) for t in text.split(',') if t.strip())
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {item.__name__} values separated by commas, not {text!r}") from None
+        if not out: raise argparse.ArgumentTypeError(f"no {what} given")
+        if bad := [x for x in out if choices is not None and x not in choices]:
+            raise argparse.ArgumentTypeError(f"invalid choice: {', '.join(map(str, bad))} (choose from {', '.join(choices)})")
+        if twice := sorted({x for x in out if out.count(x) > 1}):   # the same run twice in one command
+            raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice")
+        return out
+    return read
 
-def parse_categories(categories:str, data:str,
+def parse_categories(categories:tuple, data:str,   # ('all',) or category names (from `comma_list`)
                      check:bool=True)->list: # check each category's layout; False (batch): only the root, each run checks its own
-    "'all' or 'a,b' -> category names, each checked against the data root's layout"
+    "('all',) or names -> category names, each checked against the data root's layout"
     from glancesvdd.data import MVTEC_CATEGORIES, check_mvtec_layout
     root = Path(data)
-    if categories == 'all':
+    if tuple(categories) == ('all',):
         cats = [c for c in MVTEC_CATEGORIES if (root/c).is_dir()] or list(MVTEC_CATEGORIES)
         if root.is_dir() and not any((root/c).is_dir() for c in MVTEC_CATEGORIES):
             cats = sorted(p.name for p in root.iterdir() if (p/'train').is_dir()) or cats
-    else: cats = [c.strip() for c in categories.split(',') if c.strip()]
+    else: cats = list(categories)
     for c in (cats if check or not root.is_dir() else []): check_mvtec_layout(root, c)
     return cats
 
@@ -54,21 +62,33 @@ def _split_pairs(text:str)->list:
         cur += ch
     return [i for i in items + [cur] if i.strip()]
 
-def parse_overrides(text:str|None, methods:list)->tuple:
-    "'a=1,b=(0.5,0.9)' -> (('a', 1), ('b', (0.5, 0.9))): each value read by its field's declared type (00_core) and checked"
+def _targets(key:str, methods:list, names:dict)->list:
+    "The methods `--set key=...` goes to: `method.field` to that method, a plain field to each of `methods` whose config has it"
+    from glancesvdd.core import GlanceSvddError
+    scope, _, name = key.rpartition('.')
+    if not scope:
+        if to := [m for m in methods if name in names[m]]: return [(m, name) for m in to]
+        raise GlanceSvddError(f"{name}: not a field of the {' or '.join(methods)} config; fields: {', '.join(sorted(set().union(*names.values())))}")
+    if scope not in METHODS: raise GlanceSvddError(f"--set {key}: {scope!r} is not a method; write METHOD.FIELD with one of {', '.join(METHODS)}")
+    if scope not in methods: raise GlanceSvddError(f"--set {key}: this command runs {' and '.join(methods)}, not {scope}")
+    if name not in names[scope]: raise GlanceSvddError(f"--set {key}: {name} is not a field of the {scope} config; fields: {', '.join(sorted(names[scope]))}")
+    return [(scope, name)]
+
+def parse_overrides(text:str|None, methods:list)->dict:
+    "'iters=30,glance.imagenet_dir=skip' -> {method: ((field, value), ...)} for each of `methods`, each value read by its field's declared type (00_core) and checked"
     from glancesvdd.batch import method_api
     from glancesvdd.core import GlanceSvddError, parse_field
-    if not text: return ()
-    pairs, out = {}, {}
-    for item in _split_pairs(text):
+    classes = {m: method_api(m)['config'] for m in methods}
+    names = {m: {f.name for f in fields(c)} for m, c in classes.items()}
+    given = {m: {} for m in methods}   # method -> field -> the key it was given as
+    out = {m: {} for m in methods}
+    for item in _split_pairs(text or ''):
         if '=' not in item: raise GlanceSvddError(f"--set takes field=value pairs separated by commas, not {item!r}")
-        k, v = (t.strip() for t in item.split('=', 1)); pairs[k] = v
-    for m in methods:
-        cls = method_api(m)['config']; names = {f.name for f in fields(cls)}
-        bad = [k for k in pairs if k not in names]
-        if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a field of the {m} config; fields: {', '.join(sorted(names))}")
-        out |= {k: parse_field(cls, k, v) for k, v in pairs.items()}
-    return tuple(out.items())
+        key, v = (t.strip() for t in item.split('=', 1))
+        for m, name in _targets(key, methods, names):
+            if name in given[m]: raise GlanceSvddError(f"--set gives {m}'s {name} twice ({given[m][name]}=..., {key}=...): give it once")
+            given[m][name], out[m][name] = key, parse_field(classes[m], name, v)
+    return {m: tuple(o.items()) for m, o in out.items()}
 
 # %% ../nbs/61_cli.ipynb #caf02696
 MODEL_FILE = dict(svdd='model.pt', glance='glance.pt')   # the trained model `evaluate` needs
@@ -91,45 +111,48 @@ def _run_step(name:str, job, force:bool=False):
     print(f"{name}: done -> {out}")
 
 # %% ../nbs/61_cli.ipynb #18af590d
-@call_parse
-def download(dataset:Param("mvtec, cifar10 or patchsvdd-release", str),
+DATASETS = ('mvtec', 'cifar10', 'patchsvdd-release')   # what `download` fetches
+
+def download(dataset:Param("what to download", str, choices=DATASETS),
              root:Param("where the data go", str)='data',
              archive:Param("a manually downloaded archive to verify and extract instead of downloading", str)=None,
-             categories:Param("MVTec AD categories, comma-separated (default: all)", str)=None,
-             from_dir:Param("patchsvdd-release: a clone of the official repository instead of a download (also --from)", str)=None,
+             categories:Param("MVTec AD categories, comma-separated (default: all)", comma_list('category'))=None,
+             from_dir:Param("patchsvdd-release: a clone of the official repository instead of a download", str)=None,
              sha256:Param("mvtec: the archive's SHA-256 (default: the full official archive's); 'none' skips the check, e.g. for a per-category archive (recorded in ROOT/mvtec_ad_download.json)", str)=None):
     "Download (or extract a local archive of) MVTec AD, CIFAR-10 or the official Patch SVDD checkpoints"
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.data import download_mvtec, CIFAR10OneClass
     if dataset == 'patchsvdd-release':
         from glancesvdd.svdd.release import download_release
-        rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories.split(',') if categories else None)
+        rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories)
         print(f"Patch SVDD release checkpoints ready at {rel} (sha256 checked); pass it as `glancesvdd evaluate svdd --release {rel}`")
     elif dataset == 'mvtec':
-        cats = categories.split(',') if categories else None
         from glancesvdd.data import MVTEC_SHA256
         sha = MVTEC_SHA256 if sha256 is None else None if sha256.lower() == 'none' else sha256
-        print(f"MVTec AD ready at {download_mvtec(root, categories=cats, archive=archive, sha256=sha)}")
-    elif dataset == 'cifar10':
+        print(f"MVTec AD ready at {download_mvtec(root, categories=categories, archive=archive, sha256=sha)}")
+    else:   # cifar10
         if archive:  # torchvision extracts (and md5-checks) cifar-10-python.tar.gz found in the root
             if not Path(archive).is_file(): raise GlanceSvddError(f"archive {archive} does not exist")
             Path(root).mkdir(parents=True, exist_ok=True); shutil.copy(archive, Path(root)/'cifar-10-python.tar.gz')
         for split in ('train', 'test'): CIFAR10OneClass(root, 0, split, download=not archive)
         print(f"CIFAR-10 ready in {root}")
-    else: raise GlanceSvddError(f"unknown dataset {dataset!r}: choose mvtec, cifar10 or patchsvdd-release")
 
 # %% ../nbs/61_cli.ipynb #6caf5c09
-def _job(method, category, data, runs, device, seed, smoke, overrides):
-    from glancesvdd.batch import Job, method_config
+def _checked(job, train:bool=False, test:bool=True):
+    "`job`, checked before a kernel starts (60_batch): its device and config, with `train` what training needs, its data (with `test` the test set too)"
+    from glancesvdd.batch import check_job, check_data
     from glancesvdd.core import check_device
-    parse_methods(method); check_device(device); parse_categories(category, data)
-    job = Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
-              overrides=parse_overrides(overrides, [method]))
-    method_config(method, job.parameters)   # the whole config checked (types, limits, the method's constraints) before a kernel starts
+    check_device(job.device); check_job(job, train)
+    check_data(job) if test else parse_categories([job.category], job.data_root)   # predict: new images, no test set needed
     return job
 
-@call_parse
-def train(method:Param("glance or svdd", str),
+def _job(method, category, data, runs, device, seed, smoke, overrides, train:bool=False, test:bool=True):
+    "The command's one run, from its arguments, checked"
+    from glancesvdd.batch import Job
+    return _checked(Job(method, category, seed, data_root=data, runs_root=runs, device=device, smoke=smoke,
+                        overrides=parse_overrides(overrides, [method])[method]), train, test)
+
+def train(method:Param("the method", str, choices=METHODS),
           category:Param("category to train on", str),
           data:Param("MVTec AD root", str)='data/mvtec_ad',
           runs:Param("runs root", str)='runs',
@@ -139,36 +162,45 @@ def train(method:Param("glance or svdd", str),
           set:Param("config fields, e.g. 'iters=1000,teacher_weights=untrained'", str)=None,
           force:Param("empty the run folder and train from scratch", store_true)=False):
     "Train one method on one category (resumes an interrupted run)"
-    _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set), force)
+    _run_step(f'train_{method}', _job(method, category, data, runs, device, seed, smoke, set, train=True), force)
 
-@call_parse
-def evaluate(method:Param("glance or svdd", str),
-             category:Param("category to evaluate (with --release: see --categories)", str, opt=False, nargs='?')=None,
-             data:Param("MVTec AD root", str)='data/mvtec_ad',
-             runs:Param("runs root", str)='runs',
+# %% ../nbs/61_cli.ipynb #4c00f261
+def evaluate(method:Param("the method (not with --run)", str, choices=METHODS, opt=False, nargs='?')=None,
+             category:Param("category to evaluate (not with --run; with --release: see --categories)", str, opt=False, nargs='?')=None,
+             run:Param("a run folder, RUNS/METHOD/CATEGORY/seedK: its method, category, seed, data and config as its config.json records them", str)=None,
+             data:Param("MVTec AD root (default: data/mvtec_ad)", str)=None,
+             runs:Param("runs root (default: runs)", str)=None,
              device:Param("auto, cpu, cuda, cuda:1 ...", str)='auto',
-             seed:Param("seed", int)=0,
+             seed:Param("seed (default: 0)", int)=None,
              smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
              set:Param("config fields, as given to train", str)=None,
              release:Param("svdd: score the official release's encoders in this folder (ckpts/<category>/enchier.pkl)", str)=None,
-             categories:Param("with --release: 'all' or comma-separated categories", str)=None,
-             executor:Param("with --release: local, slurm or submitit-local", str)='local',
-             allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded; also --allow-modified)", store_true)=False,
+             categories:Param("with --release: 'all' or comma-separated categories", comma_list('category'))=None,
+             executor:Param("with --release: where the runs go", str, choices=EXECUTORS)='local',
+             allow_modified:Param("with --release: score files whose sha256 is not the release's (recorded)", store_true)=False,
              force:Param("with --release: redo finished runs", store_true)=False,
              slurm:Param("with --release --executor slurm: SLURM settings, as for batch", str)=None,
              slurm_config:Param("with --release --executor slurm: a JSON or YAML file of SLURM settings", str)=None,
              workers:Param("with --release, local: categories at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Score the test images of a trained run (or, with --release, of the official encoders) and write the metrics"
+    from glancesvdd.batch import job_of_run
     from glancesvdd.core import GlanceSvddError
+    if run is not None:
+        named = {'METHOD': method, 'CATEGORY': category, '--data': data, '--runs': runs, '--seed': seed, '--set': set,
+                 '--smoke': smoke or None, '--release': release}
+        if given := [k for k, v in named.items() if v is not None]:
+            raise GlanceSvddError(f"--run reads the method, category, seed, data and config from {Path(run)/'config.json'}: drop {', '.join(given)}")
+        return _run_step('evaluate', _checked(job_of_run(run, device)))
+    data, runs, seed = data or 'data/mvtec_ad', runs or 'runs', seed or 0
+    if method is None or (category is None and release is None):
+        raise GlanceSvddError("evaluate needs METHOD and CATEGORY, or --run DIR (or --release DIR --categories ...)")
     if release is not None:
-        return evaluate_release(method, release, categories or category or 'all', data, runs, device, seed, set, executor, allow_modified,
+        return evaluate_release(method, release, categories or (category or 'all',), data, runs, device, seed, set, executor, allow_modified,
                                 force, parse_slurm(slurm, slurm_config), workers)
-    if category is None: raise GlanceSvddError("evaluate needs a category (or --release DIR --categories ...)")
     _run_step('evaluate', _job(method, category, data, runs, device, seed, smoke, set))
 
 # %% ../nbs/61_cli.ipynb #2053d6c4
-@call_parse
-def predict(method:Param("glance or svdd", str),
+def predict(method:Param("the method", str, choices=METHODS),
             category:Param("the run's category", str),
             images:Param("image files, or folders of images (subfolders included)", str, nargs='+'),
             out:Param("folder for the overlays and predictions.json", str)='predictions',
@@ -179,17 +211,17 @@ def predict(method:Param("glance or svdd", str),
             smoke:Param("the run was trained with --smoke", store_true)=False,
             set:Param("config fields, as given to train", str)=None,
             release:Param("svdd: the official release's encoder of CATEGORY in this folder (ckpts/<category>/enchier.pkl) instead of a trained run", str)=None,
-            allow_modified:Param("with --release: use a file whose sha256 is not the release's (also --allow-modified)", store_true)=False):
+            allow_modified:Param("with --release: use a file whose sha256 is not the release's", store_true)=False):
     "Score new images with a trained run (or a released encoder): each image's score, its verdict against the run's threshold, an overlay"
     from glancesvdd.batch import method_config, prepare_run
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.predict import predict_images, prediction_table
     from glancesvdd.runs import run_lock
     from glancesvdd.svdd.release import prepare_release_run
-    job = _job(method, category, data, runs, device, seed, smoke, set)
+    job = _job(method, category, data, runs, device, seed, smoke, set, test=False)
     if release is None: _check_trained(job)
     elif method != 'svdd': raise GlanceSvddError(f"--release holds Patch SVDD encoders: use `predict svdd --release`, not {method!r}")
-    else: job = release_jobs(release, category, data, runs, device, seed, set, allow_modified)[0]
+    else: job = release_jobs(release, (category,), data, runs, device, seed, set, allow_modified)[0]
     cfg = method_config('svdd', job.parameters) if release else method_config(method, job.parameters)
     with run_lock(job.run_dir):
         if release is None: prepare_run(job)   # a run folder made with another config is refused
@@ -199,17 +231,28 @@ def predict(method:Param("glance or svdd", str),
     print(f"overlays and predictions.json in {out}")
 
 # %% ../nbs/61_cli.ipynb #849dd9ef
+def check_results(results:list, what:str='runs'):
+    "After the table: one GlanceSvddError saying how many of `results` failed, and that the others are kept when there are others"
+    from glancesvdd.core import GlanceSvddError
+    if not (failed := sum(r['status'] == 'failed' for r in results)): return
+    kept = len(results) - failed
+    raise GlanceSvddError(f"{failed} of {len(results)} {what} failed (see the table above)" + (f"; the other {kept} are kept" if kept else ''))
+
 def release_jobs(release:str, categories:str, data:str, runs:str, device:str='auto', seed:int=0, overrides=None,
                  allow_modified:bool=False)->list:
     "One `ReleaseJob` per category, each checkpoint checked (layout, sha256, EncoderHier) before anything runs"
-    from glancesvdd.batch import ReleaseJob
+    from glancesvdd.batch import ReleaseJob, method_config
+    from glancesvdd.core import check_device
     from glancesvdd.svdd.release import RELEASE_METHOD, check_release_dir, verify_checkpoint
     from glancesvdd.svdd.model import load_official_encoder
-    rel, cats = check_release_dir(release), parse_categories(categories, data, check=False)   # a broken category fails alone
+    cats = parse_categories(categories, data, check=False)   # a broken category fails alone
+    check_device(device); over = parse_overrides(overrides, ['svdd'])['svdd']
+    jobs = [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
+                       release_dir=str(Path(release)), allow_modified=allow_modified) for c in cats]
+    for j in jobs: method_config('svdd', j.parameters)   # the Patch SVDD config its notebook builds (60_batch: identity fields refused)
+    rel = check_release_dir(release)
     for c in cats: load_official_encoder(verify_checkpoint(rel, c, allow_modified)['checkpoint'])
-    over = parse_overrides(overrides, ['svdd'])
-    return [ReleaseJob(RELEASE_METHOD, c, seed, data_root=data, runs_root=runs, device=device, overrides=over,
-                       release_dir=str(rel), allow_modified=allow_modified) for c in cats]
+    return jobs
 
 def evaluate_release(method, release, categories, data, runs, device='auto', seed=0, overrides=None, executor='local',
                      allow_modified=False, force=False, slurm:dict|None=None, workers:int=0)->list:
@@ -220,8 +263,7 @@ def evaluate_release(method, release, categories, data, runs, device='auto', see
     results = batch(release_jobs(release, categories, data, runs, device, seed, overrides, allow_modified), executor=executor,
                     force=force, slurm=slurm, workers=workers)
     print(summary_table(results))
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} release runs failed (see the table above); the others are kept")
+    check_results(results, 'release runs')
     return results
 
 # %% ../nbs/61_cli.ipynb #8ce4781f
@@ -251,37 +293,31 @@ def parse_slurm(text:str|None=None, # 'k=v,...' pairs
     return out
 
 # %% ../nbs/61_cli.ipynb #21bf25ba
-@call_parse
-def batch_cmd(method:Param("methods, comma-separated", str)='glance,svdd',
-              categories:Param("'all' or comma-separated categories", str)='all',
-              seeds:Param("seeds, comma-separated", str)='0',
+def batch_cmd(methods:Param("methods, comma-separated", comma_list('method', METHODS))=METHODS,
+              categories:Param("'all' or comma-separated categories", comma_list('category'))=('all',),
+              seeds:Param("seeds, comma-separated", comma_list('seed', item=int))=(0,),
               data:Param("MVTec AD root", str)='data/mvtec_ad',
               runs:Param("runs root", str)='runs',
               device:Param("auto (one run per GPU), cpu, cuda:0 ...", str)='auto',
-              executor:Param("local, slurm or submitit-local", str)='local',
+              executor:Param("where the runs go", str, choices=EXECUTORS)='local',
               force:Param("redo finished runs", store_true)=False,
               smoke:Param("tiny sizes (CPU check); --set values win over it", store_true)=False,
-              set:Param("config fields for every run, e.g. 'teacher_weights=data/resnet18-5c106cde.pth'", str)=None,
+              set:Param("config fields: FIELD=VALUE for every method that has it, METHOD.FIELD=VALUE for one, e.g. 'iters=1000,glance.imagenet_dir=skip'", str)=None,
               slurm:Param("SLURM settings for --executor slurm, e.g. 'partition=gpu,gpus_per_node=1,timeout_min=2880'", str)=None,
               slurm_config:Param("a JSON or YAML file of SLURM settings (--slurm pairs override it)", str)=None,
               workers:Param("local: runs at once (0: one per GPU, or 2 on a CPU sharing its cores)", int)=0):
     "Train and evaluate every (method x category x seed); failures are reported, the others go on"
-    from glancesvdd.batch import Job, batch, method_config, summary_table
-    from glancesvdd.core import GlanceSvddError, check_device
-    methods, cats = parse_methods(method), parse_categories(categories, data, check=False)   # a broken category fails alone
+    from glancesvdd.batch import Job, batch, summary_table
+    from glancesvdd.core import check_device
+    cats = parse_categories(categories, data, check=False)   # a broken category fails alone
     check_device(device); overrides = parse_overrides(set, methods)
-    try: seed_list = [int(s) for s in seeds.split(',')]
-    except ValueError: raise GlanceSvddError(f"seeds must be integers separated by commas, not {seeds!r}") from None
-    jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides)
-            for m in methods for c in cats for s in seed_list]
-    for m in methods: method_config(m, next(j for j in jobs if j.method == m).parameters)   # checked before any kernel starts
+    jobs = [Job(m, c, s, data_root=data, runs_root=runs, device=device, smoke=smoke, overrides=overrides[m])
+            for m in methods for c in cats for s in seeds]
     results = batch(jobs, executor=executor, force=force, slurm=parse_slurm(slurm, slurm_config), workers=workers)
     print(summary_table(results))
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} runs failed (see the table above); the others are kept")
+    check_results(results)
 
 # %% ../nbs/61_cli.ipynb #cba21d1a
-@call_parse
 def report(runs:Param("runs root", str)='runs',
            out:Param("output folder (figures/ is the repository's, made from results/)", str)='reports'):
     "Render the papers' tables and figures from whatever runs exist"
@@ -294,7 +330,7 @@ def report(runs:Param("runs root", str)='runs',
     print(f"wrote {len(files)} files; start at {Path(out)/'index.md'}")
 
 # %% ../nbs/61_cli.ipynb #3915c604
-DEMO_CATEGORIES = 'brick,logo'   # one texture and one object-like synthetic category (01_data)
+DEMO_CATEGORIES = ('brick', 'logo')   # one texture and one object-like synthetic category (01_data)
 DEMO_DATA = dict(n_train=12, n_test_good=4, n_test_defect=2)   # 4 good + 10 defective test images per category
 DEMO_SIZES = dict(  # CPU demo sizes (the papers' values are the config defaults)
     svdd=dict(iters=200, batch_size=16, ckpt_every=50),
@@ -311,88 +347,102 @@ def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
             for c in categories for m in ('svdd', 'glance')]
 
 # %% ../nbs/61_cli.ipynb #828d3fdf
-@call_parse
 def demo(out:Param("where the report goes", str)='reports/demo',
          data:Param("where the synthetic data set is written", str)='data/synthetic',
          runs:Param("runs root of the demo", str)='runs/demo',
-         categories:Param("synthetic categories, comma-separated", str)=DEMO_CATEGORIES,
+         categories:Param("synthetic categories, comma-separated", comma_list('category'))=DEMO_CATEGORIES,
          device:Param("auto, cpu, cuda ...", str)='auto'):
     "The main job on an embedded default: synthetic data, both methods trained and evaluated, the report"
     from glancesvdd.batch import batch, summary_table
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.data import make_synthetic_mvtec, SYNTHETIC_CATEGORIES
     from glancesvdd.reports import render_report
-    cats = [c.strip() for c in categories.split(',') if c.strip()]
-    bad = [c for c in cats if c not in SYNTHETIC_CATEGORIES]
+    bad = [c for c in categories if c not in SYNTHETIC_CATEGORIES]
     if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a synthetic category; choose from {', '.join(SYNTHETIC_CATEGORIES)}")
-    missing = [c for c in cats if not (Path(data)/c).is_dir()]
+    missing = [c for c in categories if not (Path(data)/c).is_dir()]
     if missing: print(f"writing synthetic categories {', '.join(missing)} to {data}"); make_synthetic_mvtec(data, missing, **DEMO_DATA)
-    jobs = demo_jobs(cats, data, runs, device)
+    jobs = demo_jobs(categories, data, runs, device)
     if dict(jobs[-1].overrides)['teacher_weights'] == 'untrained':
         print(f"GLANCE: no ImageNet ResNet-18 weights at {WEIGHTS} (see data/README.md): the demo distils an untrained teacher")
     results = batch(jobs)
     print(summary_table(results))
     files = render_report(runs, out)
     print(f"report: {Path(out)/'index.md'} ({len(files)} files)")
-    failed = [r for r in results if r['status'] == 'failed']
-    if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} demo runs failed (see the table above)")
+    check_results(results, 'demo runs')
 
 # %% ../nbs/61_cli.ipynb #4098d270
-@call_parse
 def docs(out:Param("the site folder", str)='docs/_site',
          nbs:Param("the notebook folder", str)='nbs',
-         execute:Param("render the library notebooks as committed, without executing them", bool)=True,
-         notebooks:Param("only these notebooks, comma-separated, e.g. 'index,40_viz'", str)=None,
+         execute:Param("render the library notebooks as committed, without executing them", store_false)=True,
+         notebooks:Param("only these notebooks, comma-separated, e.g. 'index,40_viz'", comma_list('notebook'))=None,
          runs:Param("runs root whose executed notebooks are shown", str)='runs',
          timeout:Param("seconds a cell may take", int)=600):
     "Render the notebooks (executed, with widget state) to a static HTML site, without Quarto"
     from glancesvdd.core import GlanceSvddError
     from glancesvdd.docs import build_docs
-    names = [n.strip() for n in notebooks.split(',') if n.strip()] if notebooks else None
-    results = build_docs(nbs, out, notebooks=names, execute=execute, timeout=timeout, runs=runs)
+    results = build_docs(nbs, out, notebooks=notebooks, execute=execute, timeout=timeout, runs=runs)
     failed = [str(r['src']) for r in results if r['status'] == 'failed']
     if failed: raise GlanceSvddError(f"{len(failed)} of {len(results)} notebooks failed ({', '.join(failed)}); "
                                      f"their errors are on {Path(out)/'index.html'}, the other pages are built")
 
 # %% ../nbs/61_cli.ipynb #887d0454
 COMMANDS = dict(download=download, train=train, evaluate=evaluate, predict=predict, batch=batch_cmd, report=report, demo=demo, docs=docs)
-_ALIASES = {'--from': '--from_dir', '--allow-modified': '--allow_modified', '--slurm-config': '--slurm_config'}  # spellings a Python name cannot have
-
-def _alias(arg:str)->str:
-    name, eq, value = arg.partition('=')
-    return _ALIASES.get(name, name) + eq + value
+ALIASES = dict(from_dir=('--from',), methods=('--method',))   # second spellings of a flag, shown beside it in the help
 
 def _version()->str:
     "This glancesvdd's version and folder, and the installed torch's and torchvision's versions (read without importing them)"
     return (f"glancesvdd {glancesvdd.__version__} ({Path(glancesvdd.__file__).parent}); "
             + ', '.join(f"{d} {version(d)}" for d in ('torch', 'torchvision')))
 
+def _shown(default)->str:
+    "' (default: X)' for an option's help; nothing for a flag or an option without a default"
+    if default is None or isinstance(default, bool): return ''
+    return f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
+
+def add_params(p:argparse.ArgumentParser, f)->argparse.ArgumentParser:
+    "The parameters of command `f`, each annotated with a `Param`, as arguments of `p`: positional, or a flag named as argparse writes it (`from_dir`: `--from-dir`; a `store_false` one: `--no-NAME`)"
+    for name, v in inspect.signature(f, eval_str=True).parameters.items():
+        prm = v.annotation
+        kw = {k: getattr(prm, k) for k in ('type', 'action', 'nargs', 'choices') if getattr(prm, k) is not None}
+        if not prm.opt or v.default is v.empty:
+            p.add_argument(name, help=prm.help, **kw, **({} if v.default is v.empty else dict(default=v.default)))
+        else:
+            flag = '--' + ('no-' if prm.action == 'store_false' else '') + name.replace('_', '-')
+            p.add_argument(flag, *ALIASES.get(name, ()), dest=name, default=v.default, help=prm.help + _shown(v.default), **kw)
+    return p
+
 def parser()->argparse.ArgumentParser:
-    "The `glancesvdd` command: one sub-command per `COMMANDS` entry, whose options fastcore reads from the function's signature"
+    "The `glancesvdd` command: one sub-command per `COMMANDS` entry, its arguments read from the function's signature"
     p = argparse.ArgumentParser(prog='glancesvdd', description="GLANCE and Patch SVDD: the papers' experiments from a shell",
                                 epilog='`glancesvdd COMMAND -h` shows the options of COMMAND',
                                 formatter_class=argparse.RawDescriptionHelpFormatter)   # raw: --version on one line, however long its path
     p.add_argument('--version', action='version', version=_version())
     sub = p.add_subparsers(title='commands', dest='command', metavar='COMMAND', required=True)
-    for name, f in COMMANDS.items():
-        cmd = anno_parser(f.__wrapped__)
-        sub.add_parser(name, parents=[cmd], add_help=False, help=f.__doc__, description=f.__doc__, formatter_class=cmd.formatter_class)
+    for name, f in COMMANDS.items(): add_params(sub.add_parser(name, help=f.__doc__, description=f.__doc__), f)
     return p
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a scheduler stopping the job), raised where Ctrl-C raises KeyboardInterrupt, so both stop a command the same way"
+
+def _terminated(signum, frame): raise Terminated()
 
 def main(argv=None)->int:
     "Entry point of the `glancesvdd` command"
-    argv = [_alias(a) for a in (sys.argv[1:] if argv is None else argv)]
-    try: args = vars(parser().parse_args(argv))   # --help, --version, an unknown command or option: answered here, before any import
+    try: args = vars(parser().parse_args(argv))   # --help, --version, an unknown command, option or choice: answered here, before any import
     except SystemExit as e: return e.code
-    name = args.pop('command'); args.pop('pdb', None); args.pop('xtra', None)
+    name = args.pop('command')
     from glancesvdd.core import GlanceSvddError, PROGRESS_ENV
     if name in ('train', 'evaluate', 'batch', 'demo'): os.environ.setdefault(PROGRESS_ENV, 'log')  # the notebooks' bars go to log files (00_core)
     warnings.formatwarning = lambda msg, *a, **k: f"glancesvdd: warning: {msg}\n"   # one line each, no source line
+    sigterm = signal.signal(signal.SIGTERM, _terminated)
     try: COMMANDS[name](**args)
     except GlanceSvddError as e:
         print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
     except OSError as e:   # the file system said no: a file where a folder should be, no permission, a full disk
         print(f"glancesvdd: error: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print("glancesvdd: interrupted; finished runs are kept, run the same command again to continue", file=sys.stderr); return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM: the run folders' locks are released on the way out, the kernels stopped
+        what = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+        print(f"glancesvdd: {what}; finished runs are kept, run the same command again to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+    finally: signal.signal(signal.SIGTERM, sigterm)
     return 0

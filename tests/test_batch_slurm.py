@@ -27,6 +27,7 @@ def test_local_executor_runs_one_job_per_gpu(tmp_path, monkeypatch):
         with lock: busy.discard(job.device)
         return dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir), status='done')
     monkeypatch.setattr(B, 'run_job', fake_run_job)
+    monkeypatch.setattr(B, 'check_data', lambda job: None)         # no data behind these jobs: the executor alone is tested
     jobs = [B.Job('svdd', f'c{i}', runs_root=str(tmp_path)) for i in range(7)]
     res = B.batch(jobs, progress=False)
     assert [(r['category'], r['status']) for r in res] == [(f'c{i}', 'done') for i in range(7)]   # the jobs' order
@@ -160,10 +161,10 @@ def test_cli_passes_cluster_settings(data, tmp_path, monkeypatch):
         got.update(jobs=jobs, executor=executor, slurm=slurm, workers=kw.get('workers')); return []
     monkeypatch.setattr(B, 'batch', fake_batch)   # the command imports batch() when it runs
     (tmp_path/'cluster.yaml').write_text('partition: gpu\ncpus_per_task: 16\nadditional_parameters:\n  qos: high\n')
-    rc = cli.main(['batch', '--method', 'svdd', '--categories', 'gravel', '--data', str(data), '--runs', str(tmp_path/'runs'),
+    rc = cli.main(['batch', '--methods', 'svdd', '--categories', 'gravel', '--data', str(data), '--runs', str(tmp_path/'runs'),
                    '--executor', 'slurm', '--slurm-config', str(tmp_path/'cluster.yaml'), '--slurm', 'timeout_min=2880,partition=a100'])
     assert rc == 0 and got['executor'] == 'slurm' and len(got['jobs']) == 1 and got['workers'] == 0
     assert got['slurm'] == dict(partition='a100', cpus_per_task=16, additional_parameters=dict(qos='high'), timeout_min=2880)
     p = B.slurm_parameters(got['jobs'], got['slurm'])
     assert (p['gpus_per_node'], p['timeout_min'], p['partition']) == (1, 2880, 'a100')   # the default GPU request stays
-    assert cli.main(['batch', '--method', 'svdd', '--categories', 'gravel', '--data', str(data), '--workers', '2']) == 0 and got['workers'] == 2
+    assert cli.main(['batch', '--methods', 'svdd', '--categories', 'gravel', '--data', str(data), '--workers', '2']) == 0 and got['workers'] == 2

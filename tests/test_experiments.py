@@ -48,7 +48,7 @@ def test_cli_train_evaluate_writes_the_run_folder(trained, method):
     assert re.search(rf"{'Patch SVDD brick' if method == 'svdd' else 'B global'}: 100%\|#+\|", log), log[-500:]
 
 def test_finished_run_is_not_redone(trained):
-    rc, out = cli('batch', '--method', 'svdd', '--categories', 'brick', '--data', 'data', '--runs', 'runs', '--smoke', cwd=trained)
+    rc, out = cli('batch', '--methods', 'svdd', '--categories', 'brick', '--data', 'data', '--runs', 'runs', '--smoke', cwd=trained)
     assert '| svdd | brick | 0 | skipped |' in out
 
 def test_report_and_the_figure_and_table_notebooks(trained):
@@ -75,7 +75,7 @@ def test_batch_isolates_a_failing_run(work):
     make_synthetic_mvtec(data, categories=('brick', 'gravel'), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
     bad = sorted((data/'gravel'/'train'/'good').glob('*.png'))[0]
     bad.write_bytes(bad.read_bytes()[:200])   # truncated: the layout is fine, the image is not
-    rc, out = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', '--data', data, '--runs', 'bruns', '--smoke',
+    rc, out = cli('batch', '--methods', 'svdd', '--categories', 'brick,gravel', '--data', data, '--runs', 'bruns', '--smoke',
                   '--set', 'image_size=128', cwd=work, check=False)
     assert rc == 2 and '1 of 2 runs failed' in out, out
     assert '| svdd | brick | 0 | done |' in out and '| svdd | gravel | 0 | failed |' in out
@@ -114,12 +114,12 @@ def _tensors(obj):
     return []
 
 @pytest.mark.parametrize('args, message', [
-    (('train', 'patchcore', 'brick'), 'choose from glance, svdd'),
+    (('train', 'patchcore', 'brick'), "invalid choice: 'patchcore' (choose from 'glance', 'svdd')"),
     (('train', 'svdd', 'cheese'), 'cheese'),
     (('train', 'svdd', 'bottle', '--data', 'nowhere'), 'nowhere'),
-    (('batch', '--method', 'svdd', '--categories', 'brick', '--executor', 'cloud'), 'unknown executor'),
+    (('batch', '--methods', 'svdd', '--categories', 'brick', '--executor', 'cloud'), "invalid choice: 'cloud'"),
     (('train', 'svdd', 'brick', '--set', 'learning_rate=1'), 'not a field of the svdd config'),
-    (('download', 'imagenet'), 'choose mvtec, cifar10 or patchsvdd-release'),
+    (('download', 'imagenet'), "invalid choice: 'imagenet'"),
 ])
 def test_bad_input_gives_one_clear_error(work, args, message):
     rc, out = cli(*args, *(('--data', 'data') if args[0] in ('train', 'batch') and '--data' not in args else ()), cwd=work, check=False)

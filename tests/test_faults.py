@@ -86,7 +86,7 @@ def wait_for(cond, p, timeout=600):
 
 def test_kernel_killed_in_a_batch(trained, work):
     "The other category completes, the failure names its notebook and log, a rerun resumes to the uninterrupted weights"
-    args = ('batch', '--method', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
+    args = ('batch', '--methods', 'svdd', '--categories', 'brick,logo', *RUN, '--runs', 'kruns', '--set', ITERS)
     p = subprocess.Popen([str(BIN/'glancesvdd'), *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     brick = work/'kruns'/'svdd'/'brick'/'seed0'
     wait_for(lambda: list((brick/'checkpoints').glob('iter_*.pt')), p)
@@ -126,6 +126,22 @@ def test_ctrl_c_shows_one_line(work):
     assert p.returncode == 130 and err.strip().splitlines() == [
         'glancesvdd: interrupted; finished runs are kept, run the same command again to continue'], err
 
+def test_sigterm_is_treated_as_ctrl_c(work):
+    "SIGTERM (kill, a scheduler) during train: one line, exit code 143, the kernel stopped, the run folder's lock released"
+    p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'sruns', '--set', f'{SMALL},iters=400'],
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    run = work/'sruns'/'svdd'/'logo'/'seed0'
+    wait_for(lambda: list((run/'checkpoints').glob('iter_*.pt')), p)    # training under way, in its kernel
+    kernel = kernel_of(p.pid); assert kernel
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 143 and err.strip().splitlines() == [
+        'glancesvdd: terminated (SIGTERM); finished runs are kept, run the same command again to continue'], (p.returncode, err)
+    assert not (run/'.lock').exists()
+    gone = lambda: not Path(f'/proc/{kernel}').exists() or 'zombie' in Path(f'/proc/{kernel}/status').read_text().lower()
+    t0 = time.time()
+    while not gone(): assert time.time() - t0 < 300, f'kernel {kernel} still runs'; time.sleep(0.1)
+
 # Bad 2: a damaged scores.npz; Weak: a missing runs folder
 
 def test_report_skips_damaged_scores(trained, work):
@@ -160,7 +176,7 @@ def test_bad_config_values_are_refused(trained, work, method, values, words):
     before = md5s(work/'runs')
     clear_error(cli('train', method, 'brick', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
     if values == 'image_size=abc':   # batch: refused the same way, before any run starts
-        clear_error(cli('batch', '--method', method, '--categories', 'brick,logo', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
+        clear_error(cli('batch', '--methods', method, '--categories', 'brick,logo', *RUN, '--runs', 'runs', '--set', values, cwd=work), *words)
     assert md5s(work/'runs') == before and not (work/'runs'/'glance').exists()
 
 @pytest.mark.parametrize('device', ['tpu', 'gpu'])
@@ -190,15 +206,19 @@ def test_per_category_archive(work):
 def test_bad_categories_fail_alone(trained, work):
     run = work/'bruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
     (run/'metrics.json').write_text('{"image_auroc": 0.')                     # damaged
+    shutil.copytree(trained, work/'bruns'/'svdd'/'logo'/'seed0')
+    (work/'bruns'/'svdd'/'logo'/'seed0'/'metrics.json').write_text('[0.9, 0.8]')   # valid JSON, not the metrics by name
     before = md5s(work/'bruns')
-    res = cli('batch', '--method', 'svdd', '--categories', 'brick,gravel', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
-    clear_error(res, '2 of 2 runs failed')
+    res = cli('batch', '--methods', 'svdd', '--categories', 'brick,gravel,logo', *RUN, '--runs', 'bruns', '--set', ITERS, cwd=work)
+    clear_error(res, '3 of 3 runs failed')
     assert '| svdd | brick | 0 | failed |' in res[1] and '| svdd | gravel | 0 | failed |' in res[1], res[1]
     results = load_json(work/'bruns'/'batch_summary.json')['results']
-    assert [r['status'] for r in results] == ['failed', 'failed']
+    assert [r['status'] for r in results] == ['failed', 'failed', 'failed']
     assert 'metrics.json is not valid JSON' in results[0]['error'] and 'the trained model is kept' in results[0]['error']
     assert 'gravel/test does not exist' in results[1]['error']
-    after = md5s(work/'bruns'); after.pop('svdd/brick/seed0/metrics.json', None); before.pop('svdd/brick/seed0/metrics.json', None)
+    assert 'logo/seed0/metrics.json holds a JSON list, not the metrics by name' in results[2]['error']
+    after = md5s(work/'bruns')
+    for m in ('brick', 'logo'): after.pop(f'svdd/{m}/seed0/metrics.json', None); before.pop(f'svdd/{m}/seed0/metrics.json', None)
     assert after == before and not (work/'bruns'/'svdd'/'gravel').exists()
 
 # Weak: two processes in one run folder; a stale lock
@@ -231,6 +251,32 @@ def test_empty_model_is_trained_again(trained, work):
     ok(cli('train', 'svdd', 'brick', *RUN, '--runs', 'zruns', '--set', ITERS, cwd=work))
     assert torch.equal(weights(run/'model.pt'), weights(trained/'model.pt')) and (run/'model.pt.damaged').exists()
     assert {k: v for k, v in md5s(run).items() if k.startswith('checkpoints')} == ckpts and not (run/'.lock').exists()
+
+# Issue 24: evaluate --run reads the run's own config.json
+
+def test_evaluate_a_run_folder(trained, work):
+    "No --set, --data or --smoke repeated: the run's config.json gives them; the metrics are the run's own, its model untouched"
+    run = work/'vruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    for f in ('metrics.json', 'scores.npz'): (run/f).unlink()
+    model = md5s(run)['model.pt']
+    ok(cli('evaluate', '--run', 'vruns/svdd/brick/seed0', '--device', 'cpu', cwd=work))
+    new, old = load_json(run/'metrics.json'), load_json(trained/'metrics.json')
+    assert [new[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')] == [old[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')]
+    assert md5s(run)['model.pt'] == model and load_json(run/'config.json') == load_json(trained/'config.json')
+
+def test_hand_edited_config_is_named_invalid(trained, work):
+    "A value no command could give, written into config.json by hand: the file itself is named as invalid, and nothing changes"
+    run = work/'hruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    (run/'metrics.json').unlink()                                            # not finished: batch would evaluate it
+    cfg = load_json(run/'config.json'); (run/'config.json').write_text(json.dumps(cfg | dict(lr=-1)))
+    before = md5s(run)
+    msg = ('hruns/svdd/brick/seed0/config.json is invalid (SvddConfig.lr: expected > 0, given -1)', 'edited by hand', 'train_svdd.ipynb')
+    for args in (('evaluate', 'svdd', 'brick', *RUN, '--runs', 'hruns', '--set', ITERS), ('evaluate', '--run', 'hruns/svdd/brick/seed0'),
+                 ('train', 'svdd', 'brick', *RUN, '--runs', 'hruns', '--set', ITERS), ('batch', '--methods', 'svdd', '--categories', 'brick', *RUN,
+                 '--runs', 'hruns', '--set', ITERS)):
+        err = clear_error(cli(*args, cwd=work), *(('1 of 1 runs failed',) if args[0] == 'batch' else msg))
+        if args[0] == 'batch': assert all(m in load_json(work/'hruns'/'batch_summary.json')['results'][0]['error'] for m in msg)
+        assert md5s(run) == before, args
 
 # Weak: evaluate before train
 

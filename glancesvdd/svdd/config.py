@@ -44,7 +44,7 @@ class SvddConfig:
     precision: str = 'fp32'           # training arithmetic: 'fp32' (official), 'bf16' autocast (opt-in, faster on GPUs; 00_core)
 
     limits = dict(  # checked with the field types by `check_config` (00_core); the method's constraints below
-        image_size=Between(64, why='the K=64 patch must fit'), D=COUNT, lambda_svdd=NON_NEGATIVE, lr=POSITIVE,
+        image_size=Between(64, 1024, why="the K=64 patch must fit; MVTec AD's images are at most 1024 px (supp. S3.1 resizes them to 256)"), D=COUNT, lambda_svdd=NON_NEGATIVE, lr=POSITIVE,
         epochs=Between(2, why='epoch 0 only evaluates'), repeat=COUNT, batch_size=COUNT, noise=NON_NEGATIVE,
         stride_64=COUNT, stride_32=COUNT, combine=OneOf('mult', 'sum', 'k64', 'k32'), nn_search=OneOf('exact', 'approx'),
         iters=COUNT, collapse_tol=NON_NEGATIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, nn_chunk=COUNT,
