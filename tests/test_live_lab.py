@@ -167,7 +167,8 @@ def run_all(d, path:str, timeout:float)->dict:
         if not (s and s['ready']): return None
         code = [c for c in s['cells'] if c['type'] == 'code']
         busy = s['status'] != 'idle' or any('*' in c['prompt'] for c in code)
-        return None if busy or not any(c['count'] for c in code) else s
+        # a notebook of prose alone (index.ipynb) has nothing to run: idle is done
+        return None if busy or (code and not any(c['count'] for c in code)) else s
     _wait(f'{path} to finish running', lambda: done() and (time.sleep(1.5) or done()), timeout, every=1)
     return _state(d, path)
 
