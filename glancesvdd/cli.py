@@ -17,8 +17,8 @@ from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser
 # %% auto #0
 __all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
            'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'check_results',
-           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_jobs', 'demo', 'docs',
-           'add_params', 'parser', 'Terminated', 'main']
+           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_data', 'demo_jobs', 'demo',
+           'docs', 'add_params', 'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
@@ -331,12 +331,21 @@ def report(runs:Param("runs root", str)='runs',
 
 # %% ../nbs/61_cli.ipynb #3915c604
 DEMO_CATEGORIES = ('brick', 'logo')   # one texture and one object-like synthetic category (01_data)
-DEMO_DATA = dict(n_train=12, n_test_good=4, n_test_defect=2)   # 4 good + 10 defective test images per category
+DEMO_DATA = dict(n_train=60, n_test_good=10, n_test_defect=3)   # 10 good + 15 defective test images per category
 DEMO_SIZES = dict(  # CPU demo sizes (the papers' values are the config defaults)
-    svdd=dict(iters=200, batch_size=16, ckpt_every=50),
-    glance=dict(imagenet_dir='skip', iters_finetune=200, batch_finetune=16, teacher_size=96, iters=200, batch_size=16,
-                ckpt_every=50))  # no ImageNet here: its stage is skipped by name, and the report says so
+    svdd=dict(iters=400, batch_size=16, ckpt_every=100),
+    glance=dict(imagenet_dir='skip', iters_finetune=200, batch_finetune=16, teacher_size=96, iters=400, batch_size=16,
+                ckpt_every=100))  # no ImageNet here: its stage is skipped by name, and the report says so
 WEIGHTS = Path('data')/'resnet18-5c106cde.pth'
+
+def demo_data(data:str, categories)->list:
+    "Write the demo's synthetic categories that are missing, or that another glancesvdd version or other sizes wrote (01_data's stamp); the ones written"
+    from glancesvdd.data import make_synthetic_mvtec, synthetic_matches
+    stale = [c for c in categories if (Path(data)/c).is_dir() and not synthetic_matches(Path(data)/c, **DEMO_DATA)]
+    if stale: print(f"{data}: {', '.join(stale)} written by another glancesvdd version or with other sizes: writing {'them' if len(stale) > 1 else 'it'} again")
+    todo = [c for c in categories if c in stale or not (Path(data)/c).is_dir()]
+    if todo: print(f"writing synthetic categories {', '.join(todo)} to {data}"); make_synthetic_mvtec(data, todo, **DEMO_DATA)
+    return todo
 
 def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
     "The demo's runs: both methods on each category, at the demo sizes"
@@ -355,12 +364,11 @@ def demo(out:Param("where the report goes", str)='reports/demo',
     "The main job on an embedded default: synthetic data, both methods trained and evaluated, the report"
     from glancesvdd.batch import batch, summary_table
     from glancesvdd.core import GlanceSvddError
-    from glancesvdd.data import make_synthetic_mvtec, SYNTHETIC_CATEGORIES
+    from glancesvdd.data import SYNTHETIC_CATEGORIES
     from glancesvdd.reports import render_report
     bad = [c for c in categories if c not in SYNTHETIC_CATEGORIES]
     if bad: raise GlanceSvddError(f"{', '.join(bad)}: not a synthetic category; choose from {', '.join(SYNTHETIC_CATEGORIES)}")
-    missing = [c for c in categories if not (Path(data)/c).is_dir()]
-    if missing: print(f"writing synthetic categories {', '.join(missing)} to {data}"); make_synthetic_mvtec(data, missing, **DEMO_DATA)
+    demo_data(data, categories)
     jobs = demo_jobs(categories, data, runs, device)
     if dict(jobs[-1].overrides)['teacher_weights'] == 'untrained':
         print(f"GLANCE: no ImageNet ResNet-18 weights at {WEIGHTS} (see data/README.md): the demo distils an untrained teacher")

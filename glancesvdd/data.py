@@ -19,11 +19,11 @@ from .core import GlanceSvddError, progress_bar, load_json, save_json, atomic_pa
 
 # %% auto #0
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
-           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'LAYOUT', 'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL',
-           'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES', 'synthetic_sample', 'make_synthetic_mvtec',
-           'check_mvtec_layout', 'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split',
-           'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec', 'is_cifar_folder',
-           'CIFAR10OneClass', 'cifar10_images']
+           'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'SYNTHETIC_VERSION', 'SYNTHETIC_STAMP', 'LAYOUT',
+           'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES',
+           'synthetic_sample', 'synthetic_matches', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image',
+           'load_mask', 'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint', 'sha256sum',
+           'download_file', 'download_mvtec', 'is_cifar_folder', 'CIFAR10OneClass', 'cifar10_images']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -66,7 +66,7 @@ def _tint(g, base, rng, jitter=.04):
 def _logo_disc(size, rng):
     "The logo disc near the centre of a plain background: image (H, W, 3) and the disc's pixels"
     d = int(round(.68 * size))
-    obj = np.asarray(_logo(d).rotate(rng.uniform(-20, 20), Image.BILINEAR, fillcolor=(255,) * 3), np.float32) / 255
+    obj = np.asarray(_logo(d), np.float32) / 255
     yy, xx = np.mgrid[:d, :d] - (d - 1) / 2
     alpha = np.clip(d / 2 * .985 - np.hypot(yy, xx), 0, 1)[..., None]  # disc with a 1-px antialiased rim
     yy, xx = np.mgrid[:size, :size] / size - .5
@@ -122,23 +122,23 @@ def _defect(kind, x, where, rng):
     "Apply defect `kind` to float image `x` (H, W, 3): the changed image and the region that may change"
     size = x.shape[0]; s = size / 256  # ranges below are given for 256-px images
     if kind == 'scratch':
-        r = _scratch(size, rng, rng.uniform(25, 110) * s, rng.uniform(1, 3.5) * s, where)
-        return x + rng.choice([-1, 1]) * rng.uniform(.06, .45) * (.5 + .5 * _depth(r))[..., None], r
+        r = _scratch(size, rng, rng.uniform(40, 110) * s, rng.uniform(2, 4) * s, where)
+        return x + rng.choice([-1, 1]) * rng.uniform(.25, .5) * (.5 + .5 * _depth(r))[..., None], r
     if kind == 'stain':
-        r = _blob(size, rng, rng.uniform(5, 22) * s, where)
-        a = (rng.uniform(.12, .7) * np.clip(3 * _depth(r), .3, 1))[..., None]
+        r = _blob(size, rng, rng.uniform(10, 24) * s, where)
+        a = (rng.uniform(.45, .8) * np.clip(3 * _depth(r), .3, 1))[..., None]
         return (1 - a) * x + a * rng.uniform(0, 1, 3), r
     if kind == 'paste':
-        r = _blob(size, rng, rng.uniform(6, 24) * s, where)
+        r = _blob(size, rng, rng.uniform(10, 24) * s, where)
         other = _tint(_texture(rng.choice(list(SYNTHETIC_TEXTURES)), rng, size, crop=rng.uniform(.2, .6)), rng.uniform(.4, 1.1, 3), rng)
-        a = rng.uniform(.35, 1)
+        a = rng.uniform(.6, 1)
         return (1 - a) * x + a * other, r
     if kind == 'hole':
-        r = _blob(size, rng, rng.uniform(5, 18) * s, where)
-        return x * (1 - rng.uniform(.25, .9) * (.4 + .6 * _depth(r)))[..., None], r
+        r = _blob(size, rng, rng.uniform(8, 18) * s, where)
+        return x * (1 - rng.uniform(.55, .9) * (.4 + .6 * _depth(r)))[..., None], r
     if kind == 'color':
-        r = _blob(size, rng, rng.uniform(8, 30) * s, where)
-        gain = rng.choice([-1, 1], 3) * rng.uniform(.04, .3, 3)
+        r = _blob(size, rng, rng.uniform(12, 30) * s, where)
+        gain = rng.choice([-1, 1], 3) * rng.uniform(.15, .35, 3)
         return x * (1 + gain * np.clip(4 * _depth(r), .25, 1)[..., None]), r
     raise GlanceSvddError(f"unknown synthetic defect {kind!r}; choose from {SYNTHETIC_DEFECTS}")
 
@@ -178,6 +178,20 @@ def _save_png(a, path):
     "Write a uint8 array as PNG (fast compression; identical arrays give identical bytes)"
     Image.fromarray(a).save(path, compress_level=1)
 
+SYNTHETIC_VERSION = 2          # changes whenever the same call would write other images (2: the clearer defects, the upright logo)
+SYNTHETIC_STAMP = '.synthetic.json'   # in each category folder: what wrote it (hidden: the layout ignores it)
+
+def _stamp(n_train, n_test_good, n_test_defect, image_size, seed, defects)->dict:
+    return dict(version=SYNTHETIC_VERSION, n_train=n_train, n_test_good=n_test_good, n_test_defect=n_test_defect,
+                image_size=image_size, seed=seed, defects=list(defects))
+
+def synthetic_matches(folder, n_train:int=12, n_test_good:int=4, n_test_defect:int=2, image_size:int=256, seed:int=0,
+                      defects=SYNTHETIC_DEFECTS)->bool:
+    "Whether the category `folder` holds what `make_synthetic_mvtec` writes with these arguments (by its stamp)"
+    f = Path(folder)/SYNTHETIC_STAMP
+    try: return f.is_file() and load_json(f) == _stamp(n_train, n_test_good, n_test_defect, image_size, seed, defects)
+    except (OSError, ValueError): return False
+
 def make_synthetic_mvtec(root,                                  # the data set root: <root>/<category>/...
                          categories=SYNTHETIC_CATEGORIES,
                          n_train:int=12,                         # train/good images per category
@@ -197,6 +211,7 @@ def make_synthetic_mvtec(root,                                  # the data set r
                     s = synthetic_sample(cat, defect, i, split, seed, image_size)
                     _save_png(s['image'], tmp/split/defect/f'{i:03d}.png')
                     if defect != 'good': _save_png(s['mask'].astype(np.uint8) * 255, tmp/'ground_truth'/defect/f'{i:03d}_mask.png')
+            save_json(_stamp(n_train, n_test_good, n_test_defect, image_size, seed, defects), tmp/SYNTHETIC_STAMP)
             if (root/cat).exists(): shutil.rmtree(root/cat)
             os.replace(tmp, root/cat)
         finally: shutil.rmtree(tmp, ignore_errors=True)
