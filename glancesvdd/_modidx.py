@@ -24,6 +24,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                   'glancesvdd.batch._n_images': ('batch.html#_n_images', 'glancesvdd/batch.py'),
                                   'glancesvdd.batch._n_train': ('batch.html#_n_train', 'glancesvdd/batch.py'),
                                   'glancesvdd.batch._note': ('batch.html#_note', 'glancesvdd/batch.py'),
+                                  'glancesvdd.batch._papermill_log_to': ('batch.html#_papermill_log_to', 'glancesvdd/batch.py'),
                                   'glancesvdd.batch._record': ('batch.html#_record', 'glancesvdd/batch.py'),
                                   'glancesvdd.batch._run_local': ('batch.html#_run_local', 'glancesvdd/batch.py'),
                                   'glancesvdd.batch._run_submitit': ('batch.html#_run_submitit', 'glancesvdd/batch.py'),

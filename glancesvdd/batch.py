@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_batch.ipynb #2ebe1fca
 from __future__ import annotations
-import fcntl, functools, os, re, shutil, signal, sys, threading, time, warnings, weakref
+import contextlib, fcntl, functools, logging, os, re, shutil, signal, sys, threading, time, warnings, weakref
 from collections import Counter
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
@@ -142,12 +142,25 @@ def keep_failed(out:Path, log:Path):
 _KERNELS = weakref.WeakSet()   # the managers of the kernels started by this process (parallel local runs: Ctrl-C stops them)
 _STOP = threading.Event()      # set by Ctrl-C during parallel local runs: a kernel that starts after it is stopped at once
 
-def _stop_kernel(km):
-    "SIGTERM to a kernel's process group: it runs in its own session (jupyter_client), so a terminal's Ctrl-C never reaches it"
+def _stop_kernel(km, sig=signal.SIGTERM):
+    "`sig` to a kernel's process group: it runs in its own session (jupyter_client), so a terminal's Ctrl-C never reaches it"
     proc = getattr(km.provisioner, 'process', None)
     if proc is None or proc.poll() is not None: return      # not started, or already ended (its group id may be reused)
-    try: os.killpg(km.provisioner.pgid, signal.SIGTERM)
+    pgid = getattr(km.provisioner, 'pgid', None)
+    try: os.killpg(pgid, sig) if pgid else proc.send_signal(sig)   # no group id recorded: the kernel process itself
     except (ProcessLookupError, PermissionError): pass
+
+@contextlib.contextmanager
+def _papermill_log_to(f):
+    "papermill's log records (nbclient's too, e.g. 'Kernel died while waiting for execute reply') from this thread go to `f`, the run's log, not the terminal"
+    lg, h, me = logging.getLogger('papermill'), logging.StreamHandler(f), threading.get_ident()
+    h.addFilter(lambda r: r.thread == me)   # parallel runs: each run's records to its own log
+    h.setFormatter(logging.Formatter('[papermill] %(levelname)s %(message)s'))
+    lg.addHandler(h); lg.propagate = False
+    try: yield
+    finally:
+        lg.removeHandler(h)
+        if not lg.handlers: lg.propagate = True   # the last run out: records reach the root logger again, as papermill leaves them
 
 def _kernel_manager(output, threads:int=0):
     """A kernel manager class whose kernel's own output (start-up warnings, its error reports when stopped by Ctrl-C) goes to
@@ -169,9 +182,11 @@ def execute(name:str, job:Job, experiments=None):
     out, log = job.run_dir/f'{name}.ipynb', job.run_dir/f'{name}.log'
     keep_failed(out, log)
     import papermill as pm
-    with open(log, 'w') as f:
-        pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
-                            cwd=Path.cwd(), kernel_manager_class=_kernel_manager(f, job.threads))
+    with open(log, 'w') as f, _papermill_log_to(f):
+        try: pm.execute_notebook(src, out, parameters=job.parameters, progress_bar=False, stdout_file=f, stderr_file=f,
+                                 cwd=Path.cwd(), kernel_manager_class=_kernel_manager(f, job.threads))
+        except KeyboardInterrupt:   # nbclient's abandoned tasks would report the stopped kernel on the terminal when collected
+            logging.getLogger('asyncio').setLevel(logging.CRITICAL); raise
         f.write(f'\n{FINISHED}\n')
     return out, log
 
@@ -316,7 +331,7 @@ def _run_local(jobs, force, experiments, on_done, workers=0):
     if n == 1:
         for j in jobs: on_done(run_job(replace(j, device=devices[0]), force, experiments))
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
     from queue import SimpleQueue
     slots = SimpleQueue()                       # slot i runs on devices[i % len(devices)]; a run takes a free slot
     for i in range(n): slots.put(i)
@@ -327,10 +342,14 @@ def _run_local(jobs, force, experiments, on_done, workers=0):
         finally: slots.put(i)
         if not _STOP.is_set(): on_done(r)    # a run stopped by Ctrl-C stays pending: the same command resumes it
     _STOP.clear(); ex = ThreadPoolExecutor(n)
-    try: list(ex.map(run, sorted(jobs, key=_n_images, reverse=True)))   # longest first, so the batch does not end on one long run
+    futures = [ex.submit(run, j) for j in sorted(jobs, key=_n_images, reverse=True)]   # longest first, so the batch does not end on one long run
+    try:
+        for fut in futures: fut.result()
     except KeyboardInterrupt:                   # reaches this thread only: stop the runs' kernels, start no more
-        _STOP.set()
-        for km in list(_KERNELS): _stop_kernel(km)
+        _STOP.set(); t0 = time.time()
+        while not all(fut.done() or fut.cancel() for fut in futures):   # until every worker has returned: a kernel being started is stopped too
+            for km in list(_KERNELS): _stop_kernel(km, signal.SIGTERM if time.time() - t0 < 10 else signal.SIGKILL)   # one that ignores SIGTERM: killed
+            wait(futures, timeout=1)
         raise
     finally: ex.shutdown(cancel_futures=True)
 

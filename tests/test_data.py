@@ -133,7 +133,7 @@ def test_synthetic_is_deterministic(tmp_path):
     a = _files(make_synthetic_mvtec(tmp_path/'a', seed=3, **SMALL))
     b = _files(make_synthetic_mvtec(tmp_path/'b', seed=3, **SMALL))
     c = _files(make_synthetic_mvtec(tmp_path/'c', seed=4, **SMALL))
-    assert a == b and len(a) == 2 * (3 + 2 + 2 * len(SYNTHETIC_DEFECTS))
+    assert a == b and len(a) == 2 * (3 + 2 + 2 * len(SYNTHETIC_DEFECTS) + 1)   # images, masks and each category's stamp
     assert a.keys() == c.keys() and any(a[k] != c[k] for k in a)
 
 def test_synthetic_rewrite_replaces_the_folder(tmp_path):
