@@ -344,6 +344,8 @@ def _run_local(jobs, force, experiments, on_done, workers=0):
     _STOP.clear(); ex = ThreadPoolExecutor(n)
     futures = [ex.submit(run, j) for j in sorted(jobs, key=_n_images, reverse=True)]   # longest first, so the batch does not end on one long run
     try:
+        pending = set(futures)
+        while pending: _, pending = wait(pending, timeout=0.5)   # short waits: Ctrl-C is seen even when the signal reached a worker thread
         for fut in futures: fut.result()
     except KeyboardInterrupt:                   # reaches this thread only: stop the runs' kernels, start no more
         _STOP.set(); t0 = time.time()

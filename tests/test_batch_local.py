@@ -88,11 +88,14 @@ def test_ctrl_c_stops_the_running_kernels(tmp_path):
     p = subprocess.Popen([sys.executable, '-c', CTRL_C, str(exp), str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = lambda: sorted(runs.glob('toy/*/seed0/started.json'))
     t0 = time.time()
-    while len(started()) < 2:
+    def pids():   # the two runs' kernel pids, once both have written started.json in full
+        try: return [json.loads(f.read_text())['pid'] for f in started()] if len(started()) >= 2 else None
+        except json.JSONDecodeError: return None   # being written
+    while not pids():
         assert p.poll() is None, p.communicate()
         assert time.time() - t0 < 120, 'the two runs did not start'
         time.sleep(0.1)
-    kernels = [json.loads(f.read_text())['pid'] for f in started()]
+    kernels = pids()
     p.send_signal(signal.SIGINT); t1 = time.time()
     out, err = p.communicate(timeout=280)                  # the runs sleep 300 s: any wait for them would pass this
     assert p.returncode == 130 and out.strip() == 'interrupted', (out, err[-2000:])
