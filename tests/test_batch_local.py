@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 import glancesvdd.batch as B
+from command import as_in_a_terminal
 
 PARAMS = "method, category, seed, data_root, runs_root, device, smoke, config = 'toy', 'a', 0, 'data', 'runs', 'auto', False, {}"
 
@@ -85,7 +86,8 @@ except KeyboardInterrupt: print('interrupted'); sys.exit(130)
 
 def test_ctrl_c_stops_the_running_kernels(tmp_path):
     exp, runs = toy_notebooks(tmp_path/'exp', sleep=300), tmp_path/'runs'
-    p = subprocess.Popen([sys.executable, '-c', CTRL_C, str(exp), str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, '-c', CTRL_C, str(exp), str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=as_in_a_terminal)
     started = lambda: sorted(runs.glob('toy/*/seed0/started.json'))
     t0 = time.time()
     def pids():   # the two runs' kernel pids, once both have written started.json in full

@@ -12,7 +12,7 @@ from PIL import Image
 from glancesvdd.core import load_json, load_torch
 from glancesvdd.data import make_synthetic_mvtec, load_split
 
-from command import BIN, run_command
+from command import BIN, run_command, as_in_a_terminal
 SMALL = 'image_size=128'            # Patch SVDD at 128 px: small and quick on a CPU
 ITERS = f'{SMALL},iters=40'         # smoke sizes, 40 iterations (checkpoints every 10): room to kill a run in the middle
 RUN = ('--data', 'data', '--smoke')
@@ -118,7 +118,7 @@ def test_kernel_killed_in_train(work):
 
 def test_ctrl_c_shows_one_line(work):
     p = subprocess.Popen([str(BIN/'glancesvdd'), 'train', 'svdd', 'logo', *RUN, '--runs', 'cruns', '--set', f'{SMALL},iters=400'],
-                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=as_in_a_terminal)
     run = work/'cruns'/'svdd'/'logo'/'seed0'
     wait_for(lambda: kernel_of(p.pid), p)
     time.sleep(3); p.send_signal(signal.SIGINT)
