@@ -341,9 +341,9 @@ WEIGHTS = Path('data')/'resnet18-5c106cde.pth'
 def demo_data(data:str, categories)->list:
     "Write the demo's synthetic categories that are missing, or that another glancesvdd version or other sizes wrote (01_data's stamp); the ones written"
     from glancesvdd.data import make_synthetic_mvtec, synthetic_matches
-    stale = [c for c in categories if (Path(data)/c).is_dir() and not synthetic_matches(Path(data)/c, **DEMO_DATA)]
+    todo = [c for c in categories if not synthetic_matches(Path(data)/c, **DEMO_DATA)]   # a missing folder matches nothing
+    stale = [c for c in todo if (Path(data)/c).is_dir()]
     if stale: print(f"{data}: {', '.join(stale)} written by another glancesvdd version or with other sizes: writing {'them' if len(stale) > 1 else 'it'} again")
-    todo = [c for c in categories if c in stale or not (Path(data)/c).is_dir()]
     if todo: print(f"writing synthetic categories {', '.join(todo)} to {data}"); make_synthetic_mvtec(data, todo, **DEMO_DATA)
     return todo
 
