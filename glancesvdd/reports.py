@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_reports.ipynb #fd1f99ef
 from __future__ import annotations
-import json, os, re, shutil, subprocess, textwrap, time, warnings
+import json, os, re, shutil, subprocess, textwrap, time, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,20 +13,21 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 from .core import GlanceSvddError, atomic_path, load_json, save_json, runs_root
-from .data import fingerprint
+from .data import fingerprint, is_cifar_folder, CIFAR10_CLASSES
 from .runs import load_scores
 from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image, roc_plot, pro_plot, score_histogram
 from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
-           'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'RECORD_FILES',
-           'GLANCE_SCHEDULE', 'display_name', 'check_published_means', 'collect_runs', 'runs_hints', 'config_key',
-           'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table', 'to_markdown', 'tex_escape', 'to_latex',
-           'table_figure', 'render_table', 'find_result', 'mixed_configs', 'mean_or_none', 'glance_table4',
-           'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure', 'pick_anomalies', 'run_samples',
-           'figures_from_run', 'curves_figure', 'machine', 'git_commit', 'write_record', 'architecture_table',
-           'glance_architecture_tables', 'svdd_architecture_tables', 'run_caveats', 'caveat_note', 'render_report']
+           'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'CIFAR_METHOD',
+           'RECORD_FILES', 'GLANCE_SCHEDULE', 'GLANCE_SCHEDULE_CIFAR10', 'display_name', 'check_published_means',
+           'collect_runs', 'runs_hints', 'config_key', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table',
+           'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result', 'mixed_configs',
+           'mean_or_none', 'glance_table4', 'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure',
+           'glance_cifar10_table', 'pick_anomalies', 'has_maps', 'run_samples', 'figures_from_run', 'curves_figure',
+           'machine', 'git_commit', 'write_record', 'architecture_table', 'glance_architecture_tables',
+           'svdd_architecture_tables', 'run_caveats', 'caveat_note', 'render_report']
 
 # %% ../nbs/50_reports.ipynb #f06b7658
 GLANCE_TABLE4_METHODS = ('GeoTrans', 'GANomaly', 'AE', 'ARNet', 'AESc+Stain', 'GLANCE')  # Tab. 4 columns; "Ours" = GLANCE
@@ -453,6 +454,22 @@ def comparison_figure(results:list, methods=COMPARED_METHODS, release:str=RELEAS
     fig.suptitle('GLANCE and Patch SVDD side by side (—: no run or no published number)', fontsize=10)
     return fig
 
+# %% ../nbs/50_reports.ipynb #124dae4e
+CIFAR_METHOD = 'glance_cifar10'   # runs folder of nbs/experiments/cifar10.ipynb
+
+def glance_cifar10_table(results:list, method:str=CIFAR_METHOD)->Table:
+    "GLANCE one-class CIFAR-10 (supp. C.2): our image AUROC per normal class, and their mean"
+    have = [c for c in CIFAR10_CLASSES if find_result(results, method, c)]
+    mean = mean_or_none(_ours(results, method, c, 'image_auroc') for c in have)
+    rows = [[display_name(c), fmt_ours(find_result(results, method, c), 'image_auroc')] for c in CIFAR10_CLASSES]
+    rows.append(['Mean' if len(have) == len(CIFAR10_CLASSES) else f'Mean ({len(have)}/{len(CIFAR10_CLASSES)} with runs)', fmt(mean)])
+    return Table('GLANCE on CIFAR-10, one class: image AUROC', ['Normal class', 'AUROC (ours)'], rows, [
+        'Protocol: GLANCE supp. C.2, one model per normal class, trained on its 5,000 training images and scored on all 10,000 '
+        'test images (the other nine classes anomalous). Ours: mean over seeds (± std when several). No paper column: GLANCE '
+        'prints its per-class numbers in the main paper, which this project could not get.',
+        f'{DASH}: no run for this class; `papermill nbs/experiments/cifar10.ipynb OUT.ipynb -p category CLASS -p data_root ROOT` '
+        'fills it, ROOT holding CIFAR-10 (`glancesvdd download cifar10`) or its images as train/<class>/ and test/<class>/ folders.'])
+
 # %% ../nbs/50_reports.ipynb #9799dcaf
 def pick_anomalies(labels, defects, n:int=5)->list:
     "Indices of up to `n` anomalous images, taking one per defect type in turn"
@@ -463,6 +480,12 @@ def pick_anomalies(labels, defects, n:int=5)->list:
     return picked[:n]
 
 # %% ../nbs/50_reports.ipynb #ea0c54de
+def has_maps(run_dir)->bool:
+    "Whether a run's scores.npz holds score maps (MVTec AD) or image scores only (CIFAR-10, supp. C.2)"
+    try:
+        with np.load(Path(run_dir)/'scores.npz') as z: return 'maps' in z.files
+    except (OSError, ValueError, zipfile.BadZipFile): load_scores(run_dir)   # missing or damaged: its clear error
+
 def run_samples(run_dir, n:int=5)->tuple:
     "(category, images, masks, maps, defects) of up to `n` anomalous test images of a run"
     s = load_scores(run_dir)
@@ -483,12 +506,12 @@ def figures_from_run(run_dir, out_dir, n:int=5)->Path:
 
 # %% ../nbs/50_reports.ipynb #fa937fc1
 def curves_figure(run_dir)->plt.Figure:
-    "The image-level ROC curve, the PRO curve (to FPR 0.3) and the image-score histogram of a run, side by side"
+    "The image-level ROC curve, the PRO curve (to FPR 0.3, when the run has score maps) and the image-score histogram of a run, side by side"
     s = load_scores(run_dir)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout='constrained')
+    fig, axes = plt.subplots(1, 3 if 'maps' in s else 2, figsize=(13 if 'maps' in s else 8.7, 3.8), layout='constrained')
     roc_plot(axes[0], s['image_scores'], s['labels']); axes[0].set_title('image-level ROC')
-    pro_plot(axes[1], s['maps'], s['masks']); axes[1].set_title('per-region overlap')
-    score_histogram(axes[2], s['image_scores'], s['labels']); axes[2].set_title('image scores')
+    if 'maps' in s: pro_plot(axes[1], s['maps'], s['masks']); axes[1].set_title('per-region overlap')
+    score_histogram(axes[-1], s['image_scores'], s['labels']); axes[-1].set_title('image scores')
     return fig
 
 def machine()->dict:
@@ -512,7 +535,7 @@ RECORD_FILES = ('metrics.json', 'config.json', 'train.json')
 def write_record(run_dir, # a finished run: metrics.json and scores.npz
                  dest, # the record folder, e.g. results/svdd/bottle/seed0
                  command:str, # what made the run
-                 n:int=5, # anomalous images in maps.png
+                 n:int=5, # anomalous images in maps.png (runs with score maps; CIFAR-10 runs have image scores only)
                  **provenance)->Path: # more facts for provenance.json (trained_on=..., note=...)
     "Copy a finished run's small files to `dest` with its provenance and rendered figures: what `figures/` is made from"
     run_dir, dest = Path(run_dir), Path(dest)
@@ -522,10 +545,12 @@ def write_record(run_dir, # a finished run: metrics.json and scores.npz
     for f in RECORD_FILES:
         if (run_dir/f).exists(): shutil.copy(run_dir/f, dest/f)
     data = Path(cfg['data_root'])/cfg['category']
+    if not data.is_dir() and is_cifar_folder(Path(cfg['data_root'])): data = Path(cfg['data_root'])   # CIFAR-10 as image files: all of it was read
     save_json(dict(command=command, commit=git_commit(), date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), machine=machine(),
                    data=dict(folder=str(data), fingerprint=fingerprint(data) if data.is_dir() else None), **provenance), dest/'provenance.json')
-    save_figure(svdd_figure([run_samples(run_dir, n)]) if run_family(run_dir, cfg) == 'svdd' else
-                glance_figure(*run_samples(run_dir, n)[1:4], title=f"{display_name(cfg['category'])} anomaly localization"), dest/'maps.png')
+    if has_maps(run_dir):
+        save_figure(svdd_figure([run_samples(run_dir, n)]) if run_family(run_dir, cfg) == 'svdd' else
+                    glance_figure(*run_samples(run_dir, n)[1:4], title=f"{display_name(cfg['category'])} anomaly localization"), dest/'maps.png')
     save_figure(curves_figure(run_dir), dest/'curves.png')
     return dest
 
@@ -578,6 +603,7 @@ def svdd_architecture_tables()->dict:
 
 # %% ../nbs/50_reports.ipynb #25ec775a
 GLANCE_SCHEDULE = (('iters_imagenet', 50_000, 'ImageNet'), ('iters_finetune', 50_000, 'fine-tune'), ('iters', 200_000, 'Stage-B'))  # supp. C.1
+GLANCE_SCHEDULE_CIFAR10 = (*GLANCE_SCHEDULE[:2], ('iters', 300_000, 'Stage-B'))   # supp. C.2: "the number of training iterations is 300K"
 
 def run_caveats(result:dict)->list:
     "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps"
@@ -590,7 +616,7 @@ def run_caveats(result:dict)->list:
         if rec.get('data_copy'): out.append(rec['data_copy'])
         if 'steps_per_epoch' in rec and 'epochs' in cfg and rec.get('iters', 0) < (full := (cfg['epochs'] - 1) * rec['steps_per_epoch']):
             out.append(f"{rec['iters']:,} of the official {full:,} training steps")   # Patch SVDD: (epochs - 1) x ceil(100 N / 64)
-        for field, paper, what in GLANCE_SCHEDULE:                                     # GLANCE: supp. C.1's iterations
+        for field, paper, what in GLANCE_SCHEDULE_CIFAR10 if result['method'] == CIFAR_METHOD else GLANCE_SCHEDULE:   # GLANCE: supp. C.1's or C.2's
             if 'lambda_t' in cfg and not (field == 'iters_imagenet' and rec.get('imagenet') == 'skipped') and cfg.get(field, paper) < paper:
                 out.append(f"{cfg[field]:,} of the paper's {paper:,} {what} iterations")
     return list(dict.fromkeys(out))
@@ -621,8 +647,8 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     for h in hints: warnings.warn(h)
     files, index = [], [f'# glancesvdd report\n\nRuns under `{runs_root(root)}`:\n', _run_list(results, hints), '## Tables\n']
     tables = dict(**glance_architecture_tables(), **svdd_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
-                  svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results))
-    for stems, methods in ((('glance_table4',), ('glance',)), (('svdd_table_s1', 'svdd_table_s2'), ('svdd',)), (('comparison',), ('glance', 'svdd'))):
+                  svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results), glance_cifar10=glance_cifar10_table(results))
+    for stems, methods in ((('glance_table4',), ('glance',)), (('svdd_table_s1', 'svdd_table_s2'), ('svdd',)), (('comparison',), ('glance', 'svdd')), (('glance_cifar10',), (CIFAR_METHOD,))):
         if note := caveat_note([r for r in results if r['method'] in methods]):   # beside the numbers of runs not on the paper's schedule
             for s in stems: tables[s].notes.append(note)
     for stem, t in tables.items():
@@ -633,13 +659,14 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     svdd_rows = []
     for r in sorted(results, key=lambda r: (r['method'], _order(r['category']))):
         run = r['paths'][0]
-        if not (run/'scores.npz').exists() and (run/'maps.png').exists():   # a record: its pictures, rendered when it was written
+        if not (run/'scores.npz').exists() and any((run/pic).exists() for pic in ('maps.png', 'curves.png')):   # a record: its pictures, rendered when it was written
             index += [f"![{r['method']} {display_name(r['category'])}: {pic[:-4]}]({Path(os.path.relpath(run/pic, out_dir)).as_posix()})\n"
                       for pic in ('maps.png', 'curves.png') if (run/pic).exists()]
             continue
         try:
-            f = figures_from_run(run, out_dir, n); files.append(f)
-            index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
+            if has_maps(run): f = figures_from_run(run, out_dir, n)
+            else: f = save_figure(curves_figure(run), out_dir/f"{r['method']}_{r['category']}_{run.name}_curves.png")   # CIFAR-10: image scores only
+            files.append(f); index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
             if r['method'] == 'svdd': svdd_rows.append(run_samples(run, n))
         except GlanceSvddError as e:   # a damaged scores.npz, say: reported, and the report goes on
             warnings.warn(f"{r['method']} {r['category']}: no figure: {e}"); index.append(f"- {r['method']} {r['category']}: no figure ({e})\n")
