@@ -432,10 +432,12 @@ def _mask_note(results, methods)->list:
             'the default of both configs; 01_data).' for f, t in rules if f is not None]
 
 # %% ../nbs/50_reports.ipynb #b0921056
-def comparison_figure(results:list, methods=COMPARED_METHODS, release:str=RELEASE_METHOD)->plt.Figure:
+def comparison_figure(results:list, methods=COMPARED_METHODS, release:str=RELEASE_METHOD,
+                      off_schedule=())->plt.Figure: # methods with runs not on the paper's schedule: their legend says so
     "Both methods side by side, one panel per metric: per category, each method's runs (ours), the release's, and the paper's number"
     cats = sorted({r['category'] for r in results if r['method'] in (*dict(methods), release)}, key=lambda c: (_order(c), c)) or ['(no runs)']
-    bars = [(f'{name} (ours)', m, False, f'C{i}') for i, (m, name) in enumerate(methods)] + [('Patch SVDD (release)', release, False, 'C2')] + \
+    late = ", not the paper's schedule"
+    bars = [(f"{name} (ours{late if m in off_schedule else ''})", m, False, f'C{i}') for i, (m, name) in enumerate(methods)] + [('Patch SVDD (release)', release, False, 'C2')] + \
            [(f'{name} (paper)', m, True, f'C{i}') for i, (m, name) in enumerate(methods)]   # a method's paper bar in its colour, hatched
     fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.6 * len(cats) * 3), 3.6), layout='constrained', sharey=True)
     w = 0.8 / len(bars)
@@ -630,8 +632,11 @@ def _run_list(results, hints=())->str:
     return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO', 'Not as in the paper']) + notes
 
 def caveat_note(results:list)->str|None:
-    "One note naming every run whose numbers come from a schedule other than the paper's, or None"
-    marked = [f"{r['method']} {display_name(r['category'])} ({'; '.join(c)})" for r in results if (c := run_caveats(r))]
+    "One note naming every run whose numbers come from a schedule other than the paper's (runs with the same caveats named together), or None"
+    same = {}
+    for r in results:
+        if c := run_caveats(r): same.setdefault((r['method'], '; '.join(c)), []).append(display_name(r['category']))
+    marked = [f"{m} {', '.join(names)} ({c})" for (m, c), names in same.items()]
     mixed = [f"{m} {display_name(c)} ({k} configs)" for m, c, k in mixed_configs(results)]
     return ' '.join((['Not the paper\'s schedule: ' + ', '.join(marked) + '.'] if marked else []) +
                     (['Runs of one category made with different configs are never averaged together; the tables show the config with '
@@ -653,7 +658,7 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
             for s in stems: tables[s].notes.append(note)
     for stem, t in tables.items():
         files += render_table(t.rows, t.columns, out_dir/stem, t.title, t.notes)
-        if stem == 'comparison': files[-1] = save_figure(comparison_figure(results), files[-1])   # the bar chart, not an 11-column table
+        if stem == 'comparison': files[-1] = save_figure(comparison_figure(results, off_schedule={r['method'] for r in results if run_caveats(r)}), files[-1])   # the bar chart, not an 11-column table
         index += [f'### {t.title}\n', to_markdown(t.rows, t.columns, notes=t.notes), f'Files: [{stem}.md]({stem}.md), [{stem}.tex]({stem}.tex), [{stem}.png]({stem}.png)\n']
     index.append('## Figures\n')
     svdd_rows = []
