@@ -498,8 +498,9 @@ def run_samples(run_dir, n:int=5)->tuple:
 
 # %% ../nbs/50_reports.ipynb #a738ac49
 def figures_from_run(run_dir, out_dir, n:int=5)->Path:
-    "The paper-style figure of a run (GLANCE or Patch SVDD layout), written to `out_dir`; returns its path"
+    "The paper-style figure of a run (GLANCE or Patch SVDD layout), or the curves of a run without score maps, written to `out_dir`; returns its path"
     run_dir = Path(run_dir)
+    if not has_maps(run_dir): return save_figure(curves_figure(run_dir), Path(out_dir)/f'{run_dir.parent.parent.name}_{run_dir.parent.name}_{run_dir.name}_curves.png')
     cfg = load_json(run_dir/'config.json') if (run_dir/'config.json').exists() else {}
     fam, (category, images, masks, maps, defects) = run_family(run_dir, cfg), run_samples(run_dir, n)
     if fam == 'glance': fig = glance_figure(images, masks, maps, title=f'{display_name(category)} anomaly localization ({run_dir.name})')
@@ -669,9 +670,8 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
                       for pic in ('maps.png', 'curves.png') if (run/pic).exists()]
             continue
         try:
-            if has_maps(run): f = figures_from_run(run, out_dir, n)
-            else: f = save_figure(curves_figure(run), out_dir/f"{r['method']}_{r['category']}_{run.name}_curves.png")   # CIFAR-10: image scores only
-            files.append(f); index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
+            f = figures_from_run(run, out_dir, n); files.append(f)
+            index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
             if r['method'] == 'svdd': svdd_rows.append(run_samples(run, n))
         except GlanceSvddError as e:   # a damaged scores.npz, say: reported, and the report goes on
             warnings.warn(f"{r['method']} {r['category']}: no figure: {e}"); index.append(f"- {r['method']} {r['category']}: no figure ({e})\n")
