@@ -5,7 +5,7 @@
 # %% ../nbs/04_runs.ipynb #77d04f6d
 from __future__ import annotations
 import json, os, random, shutil, socket, time, warnings, zipfile, zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -74,20 +74,21 @@ def _lock_owner(lock:Path)->dict|None:
     return owner
 
 @contextmanager
-def run_lock(run_dir):
-    "Hold the run folder's lock while the block runs; another live process holding it is a GlanceSvddError"
+def run_lock(run_dir,
+             what:str='run folder'): # what the folder is, for the messages
+    "Hold the folder's lock while the block runs; another live process holding it is a GlanceSvddError"
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True); lock = run_dir/LOCK
     me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))
     for _ in range(3):
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             if (owner := _lock_owner(lock)) is not None:
-                raise GlanceSvddError(f"run folder {run_dir} is in use by process {owner['pid']} on {owner['host']} (since "
+                raise GlanceSvddError(f"{what} {run_dir} is in use by process {owner['pid']} on {owner['host']} (since "
                                       f"{owner['since']}); wait for it to finish, or if that process is gone, delete {lock}") from None
             lock.unlink(missing_ok=True); continue                            # stale: take it over
         with os.fdopen(fd, 'w') as f: json.dump(me, f)
         break
-    else: raise GlanceSvddError(f"could not lock run folder {run_dir}: other processes keep taking {lock}")
+    else: raise GlanceSvddError(f"could not lock {what} {run_dir}: other processes keep taking {lock}")
     try: yield run_dir
     finally:
         try:
@@ -175,17 +176,18 @@ def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of losses 
         log_every:int=100)->list: # GPU steps: iterations between reads of their losses, so that the GPU never waits for the log
     "Run `step` for iterations `[start, iters)`, resuming from the newest checkpoint; returns the loss history"
     rngs = rngs or {}
-    start, history = _resume(ckpt_dir, state, rngs) if ckpt_dir else (0, [])
-    bar = progress_bar(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, dynamic_ncols=True)
-    pending = []
-    for it in bar:
-        pending.append((it, step(it)))
-        save = ckpt_dir and ((it + 1) % ckpt_every == 0 or it + 1 == iters)
-        if save or it + 1 == iters or len(pending) >= log_every or not _on_gpu(pending[-1][1]):
-            rows = _rows(pending); history += rows; pending = []
-            if len(rows) > 1 or it % 10 == 0:
-                bar.set_postfix({k: f'{v:.4g}' for k, v in history[-1].items() if k != 'iter'}, refresh=False)
-        if save: _save_checkpoint(ckpt_dir, it + 1, state, rngs, history, keep)
+    with run_lock(ckpt_dir, 'checkpoint folder') if ckpt_dir else nullcontext():   # one trainer per checkpoint folder
+        start, history = _resume(ckpt_dir, state, rngs) if ckpt_dir else (0, [])
+        bar = progress_bar(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, dynamic_ncols=True)
+        pending = []
+        for it in bar:
+            pending.append((it, step(it)))
+            save = ckpt_dir and ((it + 1) % ckpt_every == 0 or it + 1 == iters)
+            if save or it + 1 == iters or len(pending) >= log_every or not _on_gpu(pending[-1][1]):
+                rows = _rows(pending); history += rows; pending = []
+                if len(rows) > 1 or it % 10 == 0:
+                    bar.set_postfix({k: f'{v:.4g}' for k, v in history[-1].items() if k != 'iter'}, refresh=False)
+            if save: _save_checkpoint(ckpt_dir, it + 1, state, rngs, history, keep)
     return history
 
 # %% ../nbs/04_runs.ipynb #7a160010
