@@ -85,10 +85,10 @@ def test_batch_isolates_a_failing_run(work):
     summary = load_json(work/'bruns'/'batch_summary.json')
     assert [r['status'] for r in summary['results']] == ['done', 'failed']
 
-def _papermill_train(work, out, runs, iters):
+def _papermill_train(work, out, runs, iters, data='rdata'):
+    "papermill on train_svdd.ipynb: smoke sizes (a checkpoint every 10 iterations), 128 px, `iters` iterations (config fields go in `config`)"
     return [str(BIN/'papermill'), str(ROOT/'nbs'/'experiments'/'train_svdd.ipynb'), out, '-p', 'category', 'brick',
-            '-p', 'data_root', 'rdata', '-p', 'runs_root', runs, '-p', 'smoke', 'True', '-p', 'image_size', '128',
-            '-p', 'iters', str(iters)]
+            '-p', 'data_root', data, '-p', 'runs_root', runs, '-p', 'smoke', 'True', '-y', f'config: {{image_size: 128, iters: {iters}}}']
 
 def test_resume_after_a_killed_run(work):
     "Kill training after its first checkpoint; the rerun resumes and ends with the weights of an uninterrupted run"
@@ -113,6 +113,19 @@ def test_resume_after_a_killed_run(work):
         part = next((x['iter'] for x, y in zip(ca, cb) if x != y), None)
         pytest.fail(f"resumed weights differ from the uninterrupted run's (largest difference {(ta - tb).abs().max():.3g}); "
                     f"their losses first differ at iteration {part}; checkpoints left by the killed run: {[f.name for f in first]}")
+
+def test_second_trainer_on_one_run_is_refused(work):
+    "A second trainer on a run's checkpoints while the first trains (papermill has no run-folder lock) is refused by pid; the first finishes"
+    make_synthetic_mvtec(work/'ldata', categories=('brick',), n_train=4, n_test_good=1, n_test_defect=1, image_size=128)
+    ckpts = work/'twice'/'svdd'/'brick'/'seed0'/'checkpoints'
+    args = lambda out: _papermill_train(work, out, 'twice', 400, data='ldata')
+    p = subprocess.Popen(args('a.ipynb'), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while (owner := _lock_owner(ckpts/LOCK)) is None: assert time.time() - t0 < 600 and p.poll() is None, 'the first run did not start'; time.sleep(0.1)
+    second = subprocess.run(args('b.ipynb'), cwd=work, capture_output=True, text=True, timeout=900)
+    assert p.poll() is None, 'the first run ended before the second one asked: nothing was tested'
+    assert second.returncode != 0 and f"checkpoint folder {Path('twice')/'svdd'/'brick'/'seed0'/'checkpoints'} is in use by process {owner['pid']}" in second.stderr, second.stderr[-3000:]
+    assert p.wait(900) == 0 and load_json(ckpts.parent/'train.json')['iters'] == 400
 
 def _tensors(obj):
     "All tensors in a (nested) checkpoint, in a fixed order"
