@@ -60,7 +60,7 @@ def load_json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=_default))
 
 # %% ../nbs/04_runs.ipynb #5b6da5f7
-LOCK = '.lock'   # in the run folder while a process works in it
+LOCK = '.lock'   # in a folder while a process works in it (run_lock)
 
 def _lock_owner(lock:Path)->dict|None:
     "The owner recorded in `lock`, or None when the lock is stale (its process is gone)"
@@ -74,22 +74,22 @@ def _lock_owner(lock:Path)->dict|None:
     return owner
 
 @contextmanager
-def run_lock(run_dir,
+def run_lock(folder, # a run folder, a checkpoint folder, a shared cache
              what:str='run folder'): # what the folder is, for the messages
     "Hold the folder's lock while the block runs; another live process holding it is a GlanceSvddError"
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True); lock = run_dir/LOCK
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); lock = folder/LOCK
     me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))
     for _ in range(3):
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             if (owner := _lock_owner(lock)) is not None:
-                raise GlanceSvddError(f"{what} {run_dir} is in use by process {owner['pid']} on {owner['host']} (since "
+                raise GlanceSvddError(f"{what} {folder} is in use by process {owner['pid']} on {owner['host']} (since "
                                       f"{owner['since']}); wait for it to finish, or if that process is gone, delete {lock}") from None
             lock.unlink(missing_ok=True); continue                            # stale: take it over
         with os.fdopen(fd, 'w') as f: json.dump(me, f)
         break
-    else: raise GlanceSvddError(f"could not lock {what} {run_dir}: other processes keep taking {lock}")
-    try: yield run_dir
+    else: raise GlanceSvddError(f"could not lock {what} {folder}: other processes keep taking {lock}")
+    try: yield folder
     finally:
         try:
             if json.loads(lock.read_text()).get('pid') == me['pid']: lock.unlink()
