@@ -15,10 +15,10 @@ import glancesvdd   # the package alone: the library (torch, papermill) is impor
 from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser's choices
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SIZES', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
-           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'check_results',
-           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_data', 'demo_jobs', 'demo',
-           'docs', 'add_params', 'parser', 'Terminated', 'main']
+__all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SETTINGS', 'WEIGHTS', 'COMMANDS', 'ALIASES',
+           'comma_list', 'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict',
+           'check_results', 'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_data',
+           'demo_jobs', 'demo', 'docs', 'add_params', 'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
@@ -332,8 +332,9 @@ def report(runs:Param("runs root", str)='runs',
 # %% ../nbs/61_cli.ipynb #3915c604
 DEMO_CATEGORIES = ('brick', 'logo')   # one texture and one object-like synthetic category (01_data)
 DEMO_DATA = dict(n_train=60, n_test_good=10, n_test_defect=3)   # 10 good + 15 defective test images per category
-DEMO_SIZES = dict(  # CPU demo sizes (the papers' values are the config defaults)
-    svdd=dict(iters=400, batch_size=16, ckpt_every=100),
+DEMO_SETTINGS = dict(  # CPU demo sizes and settings (the papers' and release's values are the config defaults)
+    svdd=dict(iters=400, batch_size=16, ckpt_every=100,
+              lambda_svdd=0.1),  # λ: 1e-3 (official) leaves the encoder at its random start in 400 steps; see below
     glance=dict(imagenet_dir='skip', iters_finetune=200, batch_finetune=16, teacher_size=96, iters=400, batch_size=16,
                 ckpt_every=100))  # no ImageNet here: its stage is skipped by name, and the report says so
 WEIGHTS = Path('data')/'resnet18-5c106cde.pth'
@@ -348,10 +349,10 @@ def demo_data(data:str, categories)->list:
     return todo
 
 def demo_jobs(categories:list, data:str, runs:str, device:str)->list:
-    "The demo's runs: both methods on each category, at the demo sizes"
+    "The demo's runs: both methods on each category, at the demo settings"
     from glancesvdd.batch import Job
     teacher = str(WEIGHTS) if WEIGHTS.is_file() else 'untrained'
-    over = dict(svdd=DEMO_SIZES['svdd'], glance=dict(DEMO_SIZES['glance'], teacher_weights=teacher))
+    over = dict(svdd=DEMO_SETTINGS['svdd'], glance=dict(DEMO_SETTINGS['glance'], teacher_weights=teacher))
     return [Job(m, c, 0, data_root=data, runs_root=runs, device=device, overrides=tuple(over[m].items()))
             for c in categories for m in ('svdd', 'glance')]
 
