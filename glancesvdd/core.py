@@ -268,6 +268,8 @@ def print_layer_table(shapes:dict, skip=()):
         print(f"{name:<16}{hwc}")
 
 # %% ../nbs/00_core.ipynb #f0c6d983
+_UMASK = os.umask(0o022); os.umask(_UMASK)   # the process's umask (read by setting it, at import, before any thread starts)
+
 @contextmanager
 def atomic_path(path):
     "Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed"
@@ -275,6 +277,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600: give the file the mode open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)

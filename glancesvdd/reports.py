@@ -611,7 +611,7 @@ GLANCE_SCHEDULE_CIFAR10 = (*GLANCE_SCHEDULE[:2], ('iters', 300_000, 'Stage-B')) 
 RELEASE_LAMBDA = SvddConfig.lambda_svdd   # Patch SVDD's λ of the official README's command
 
 def run_caveats(result:dict)->list:
-    "What a run did differently from the paper's schedule, from its train.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps, another λ"
+    "What a run did otherwise than the paper, from its train.json and config.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps, another λ"
     out = []
     for path in result['paths']:
         rec = load_json(Path(path)/'train.json') if (Path(path)/'train.json').exists() else {}
@@ -637,13 +637,13 @@ def _run_list(results, hints=())->str:
     return to_markdown(rows, ['Method', 'Category', 'Seeds', 'Image AUROC', 'Pixel AUROC', 'AUPRO', 'Not as in the paper']) + notes
 
 def caveat_note(results:list)->str|None:
-    "One note naming every run whose numbers come from a schedule other than the paper's (runs with the same caveats named together), or None"
+    "One note naming every run made otherwise than in the paper (runs with the same caveats named together), or None"
     same = {}
     for r in results:
         if c := run_caveats(r): same.setdefault((r['method'], '; '.join(c)), []).append(display_name(r['category']))
     marked = [f"{m} {', '.join(names)} ({c})" for (m, c), names in same.items()]
     mixed = [f"{m} {display_name(c)} ({k} configs)" for m, c, k in mixed_configs(results)]
-    return ' '.join((['Not the paper\'s schedule: ' + ', '.join(marked) + '.'] if marked else []) +
+    return ' '.join((['Not as in the paper: ' + ', '.join(marked) + '.'] if marked else []) +
                     (['Runs of one category made with different configs are never averaged together; the tables show the config with '
                       'the most seeds, the run list all of them: ' + ', '.join(mixed) + '.'] if mixed else [])) or None
 
@@ -659,7 +659,7 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     tables = dict(**glance_architecture_tables(), **svdd_architecture_tables(), glance_table4=glance_table4(results), svdd_table_s1=svdd_table_s1(results),
                   svdd_table_s2=svdd_table_s2(results), comparison=comparison_table(results), glance_cifar10=glance_cifar10_table(results))
     for stems, methods in ((('glance_table4',), ('glance',)), (('svdd_table_s1', 'svdd_table_s2'), ('svdd',)), (('comparison',), ('glance', 'svdd')), (('glance_cifar10',), (CIFAR_METHOD,))):
-        if note := caveat_note([r for r in results if r['method'] in methods]):   # beside the numbers of runs not on the paper's schedule
+        if note := caveat_note([r for r in results if r['method'] in methods]):   # beside the numbers of runs not made as in the paper
             for s in stems: tables[s].notes.append(note)
     for stem, t in tables.items():
         files += render_table(t.rows, t.columns, out_dir/stem, t.title, t.notes)
