@@ -334,7 +334,7 @@ DEMO_CATEGORIES = ('brick', 'logo')   # one texture and one object-like syntheti
 DEMO_DATA = dict(n_train=60, n_test_good=10, n_test_defect=3)   # 10 good + 15 defective test images per category
 DEMO_SETTINGS = dict(  # CPU demo sizes and settings (the papers' and release's values are the config defaults)
     svdd=dict(iters=400, batch_size=16, ckpt_every=100,
-              lambda_svdd=0.1),  # λ: 1e-3 (official) leaves the encoder at its random start in 400 steps; see below
+              lambda_svdd=0.1),  # λ: 1e-3 (official) leaves the encoder at its random start in 400 steps; see above
     glance=dict(imagenet_dir='skip', iters_finetune=200, batch_finetune=16, teacher_size=96, iters=400, batch_size=16,
                 ckpt_every=100))  # no ImageNet here: its stage is skipped by name, and the report says so
 WEIGHTS = Path('data')/'resnet18-5c106cde.pth'

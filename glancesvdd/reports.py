@@ -22,12 +22,12 @@ from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
            'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'CIFAR_METHOD',
-           'RECORD_FILES', 'GLANCE_SCHEDULE', 'GLANCE_SCHEDULE_CIFAR10', 'RELEASE_LAMBDA', 'display_name',
-           'check_published_means', 'collect_runs', 'runs_hints', 'config_key', 'average_seeds', 'fmt', 'fmt_ours',
-           'fmt_diff', 'Table', 'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result',
-           'mixed_configs', 'mean_or_none', 'glance_table4', 'svdd_table_s1', 'svdd_table_s2', 'comparison_table',
-           'comparison_figure', 'glance_cifar10_table', 'pick_anomalies', 'has_maps', 'run_samples', 'figures_from_run',
-           'curves_figure', 'machine', 'git_commit', 'write_record', 'architecture_table', 'glance_architecture_tables',
+           'RECORD_FILES', 'GLANCE_SCHEDULE', 'GLANCE_SCHEDULE_CIFAR10', 'display_name', 'check_published_means',
+           'collect_runs', 'runs_hints', 'config_key', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table',
+           'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result', 'mixed_configs',
+           'mean_or_none', 'glance_table4', 'svdd_table_s1', 'svdd_table_s2', 'comparison_table', 'comparison_figure',
+           'glance_cifar10_table', 'pick_anomalies', 'has_maps', 'run_samples', 'figures_from_run', 'curves_figure',
+           'machine', 'git_commit', 'write_record', 'architecture_table', 'glance_architecture_tables',
            'svdd_architecture_tables', 'run_caveats', 'caveat_note', 'render_report']
 
 # %% ../nbs/50_reports.ipynb #f06b7658
@@ -608,7 +608,6 @@ def svdd_architecture_tables()->dict:
 # %% ../nbs/50_reports.ipynb #25ec775a
 GLANCE_SCHEDULE = (('iters_imagenet', 50_000, 'ImageNet'), ('iters_finetune', 50_000, 'fine-tune'), ('iters', 200_000, 'Stage-B'))  # supp. C.1
 GLANCE_SCHEDULE_CIFAR10 = (*GLANCE_SCHEDULE[:2], ('iters', 300_000, 'Stage-B'))   # supp. C.2: "the number of training iterations is 300K"
-RELEASE_LAMBDA = SvddConfig.lambda_svdd   # Patch SVDD's λ of the official README's command
 
 def run_caveats(result:dict)->list:
     "What a run did otherwise than the paper, from its train.json and config.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps, another λ"
@@ -621,8 +620,8 @@ def run_caveats(result:dict)->list:
         if rec.get('data_copy'): out.append(rec['data_copy'])
         if 'steps_per_epoch' in rec and 'epochs' in cfg and rec.get('iters', 0) < (full := (cfg['epochs'] - 1) * rec['steps_per_epoch']):
             out.append(f"{rec['iters']:,} of the official {full:,} training steps")   # Patch SVDD: (epochs - 1) x ceil(100 N / 64)
-        if cfg.get('lambda_svdd', RELEASE_LAMBDA) != RELEASE_LAMBDA:   # the demo's 0.1, say (61_cli): the paper gives no λ, the release 1e-3
-            out.append(f"λ = {cfg['lambda_svdd']:g}, not the release's {RELEASE_LAMBDA:g}")
+        if cfg.get('lambda_svdd', SvddConfig.lambda_svdd) != SvddConfig.lambda_svdd:   # the demo's 0.1, say (61_cli): the paper gives no λ, the release 1e-3
+            out.append(f"λ = {cfg['lambda_svdd']:g}, not the release's {SvddConfig.lambda_svdd:g}")
         for field, paper, what in GLANCE_SCHEDULE_CIFAR10 if result['method'] == CIFAR_METHOD else GLANCE_SCHEDULE:   # GLANCE: supp. C.1's or C.2's
             if 'lambda_t' in cfg and not (field == 'iters_imagenet' and rec.get('imagenet') == 'skipped') and cfg.get(field, paper) < paper:
                 out.append(f"{cfg[field]:,} of the paper's {paper:,} {what} iterations")
