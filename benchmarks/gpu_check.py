@@ -365,7 +365,6 @@ def bench_svdd_infer(dev, quick:bool, n_test:int, data=None)->dict:
         train, test = (load_split(data, 'bottle', s, progress=False)['images'] for s in ('train', 'test'))
         test = test[:n_test]
     else: train, test = many(3 if quick else 209, size), images(n_test, size, 'test')
-    where = 'cuda' if dev.type == 'cuda' else 'cpu'
     def build():
         bank = build_bank(enc, train, index=dev.type != 'cuda')
         bank['mean'] = bank['mean'].to(dev)
@@ -376,22 +375,33 @@ def bench_svdd_infer(dev, quick:bool, n_test:int, data=None)->dict:
     build(); sync(dev)                                   # warm-up: kernels and cuDNN plans
     t = time.perf_counter(); bank = build(); sync(dev); bank_s = time.perf_counter() - t
     x = test.to(dev)
-    stats = {}
     from glancesvdd.svdd.infer import nearest_normal
     out = {}
     for b in (1, 16):
         b = min(b, n_test)
         s = timed(lambda: score_images(enc, x[:b], bank, device=dev), dev, max(1, n_test // b), warmup=1) / b
         out[f'ms_per_image_batch{b}'] = 1e3 * s
-    if dev.type == 'cuda':   # the share of queries the rounding bound sends to the float64 recheck
-        from glancesvdd.svdd.infer import embed_dense
-        from glancesvdd.svdd.model import standardise
-        e = embed_dense(enc, standardise(x[:min(16, n_test)], bank['mean']), on_device=True)[32]
-        nearest_normal(e.reshape(-1, e.shape[-1]), bank[32], dev, stats=stats)
+    # where an image's time goes, at batch 16: the dense embedding, then each scale's search (on CUDA split into the fused
+    # scan and the float64 recheck, with the share of queries the rounding bound sends to it); the rest is the maps
+    from glancesvdd.svdd.infer import embed_dense
+    from glancesvdd.svdd.model import standardise
+    b = min(16, n_test)
+    xs = standardise(x[:b], bank['mean'])
+    emb = lambda: embed_dense(enc, xs, tuple(bank['scales'].items()), on_device=True)
+    out['embed_ms_per_image'] = 1e3 * timed(emb, dev, 3) / b
+    e = emb()
+    for K in e:
+        q = e[K].reshape(-1, e[K].shape[-1])
+        nearest_normal(q, bank[K], dev)                                      # warm-up: the kernels of this query count
+        st = {}; sync(dev); t = time.perf_counter()
+        nearest_normal(q, bank[K], dev, stats=st if dev.type == 'cuda' else None)
+        sync(dev); out[f'k{K}_search_ms_per_image'] = 1e3 * (time.perf_counter() - t) / b
+        if st: out.update({f'k{K}_queries': st['queries'], f'k{K}_rechecked': st['rechecked'],
+                           **{f'k{K}_{k}_ms_per_image': 1e3 * v / b for k, v in st['seconds'].items()}})
     return dict(data='real bottle' if data is not None and not quick else 'synthetic', bank_images=len(train), bank_k32=len(bank[32]['features']),
                 bank_build_s=bank_s, test_images=n_test, ms_per_image=min(out[k] for k in out if k.startswith('ms_per_image_batch')),
                 images_per_s=1e3 / min(out[k] for k in out if k.startswith('ms_per_image_batch')),
-                k32_rechecked=stats.get('rechecked'), k32_queries=stats.get('queries'), peak_gpu_gb=peak_gb(dev), **out)
+                peak_gpu_gb=peak_gb(dev), **out)
 
 
 def glance_nets(dev):

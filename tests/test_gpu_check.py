@@ -55,6 +55,8 @@ def test_quick_cpu_run(tmp_path):
     assert set(res['parts']['throughput.svdd_train']['precisions']) == {'fp32', 'tf32', 'bf16', 'tf32_cudnn_benchmark'}
     assert set(res['parts']['precision.svdd']['precisions']) == {'fp32', 'tf32', 'bf16'}
     assert set(res['projection']['gpu_seconds']) == {'svdd', 'glance_imagenet', 'glance_finetune', 'glance_global'}
+    infer = res['parts']['throughput.svdd_infer']   # where an image's time goes: embedding and each scale's search
+    assert all(infer[k] > 0 for k in ('embed_ms_per_image', 'k64_search_ms_per_image', 'k32_search_ms_per_image')), infer
     md = (tmp_path/'gpu_check.md').read_text()
     assert '| correctness.svdd_embedding | pass |' in md and 'Time per category' in md and 'Training precision' in md
     assert '[' in r.stdout and 'correctness.smoke: pass' in r.stdout   # printed as it went
