@@ -234,7 +234,8 @@ def _check_teacher(weights:str):
 def _any_image(folder:Path)->bool:
     "Whether `folder` holds an image file, at any depth: the first one found ends the search (ImageNet's train/ has 1.28M)"
     from torchvision.datasets.folder import IMG_EXTENSIONS
-    return any(f.suffix.lower() in IMG_EXTENSIONS for f in folder.rglob('*'))
+    from glancesvdd.data import iter_image_files
+    return next(iter_image_files(folder, exts=IMG_EXTENSIONS), None) is not None
 
 def check_training(method:str, cfg):
     "What training `cfg` needs besides the category's images: for GLANCE its ImageNet folder (or 'skip', by name) and its teacher"

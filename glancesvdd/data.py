@@ -21,9 +21,10 @@ from .core import GlanceSvddError, progress_bar, load_json, save_json, atomic_pa
 __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 'SYNTHETIC_TEXTURES', 'SYNTHETIC_OBJECTS',
            'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'SYNTHETIC_VERSION', 'SYNTHETIC_STAMP', 'LAYOUT',
            'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES',
-           'synthetic_sample', 'synthetic_matches', 'make_synthetic_mvtec', 'check_mvtec_layout', 'load_image',
-           'load_mask', 'MVTecAD', 'load_split', 'load_config_split', 'export_resized', 'fingerprint', 'sha256sum',
-           'download_file', 'download_mvtec', 'is_cifar_folder', 'CIFAR10OneClass', 'cifar10_images']
+           'synthetic_sample', 'synthetic_matches', 'make_synthetic_mvtec', 'iter_image_files', 'image_files_in',
+           'check_mvtec_layout', 'read_image', 'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split',
+           'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec', 'is_cifar_folder',
+           'CIFAR10OneClass', 'cifar10_images']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -227,9 +228,17 @@ def _download_hint(root:Path)->str:
             f"`download_mvtec({str(base)!r}, archive='PATH/TO/ARCHIVE')`; then pass {base/'mvtec_ad'} as the root. "
             "For a test set without download: `make_synthetic_mvtec(ROOT)`.")
 
-def _images(folder:Path)->list:
-    "Image files of `folder`, sorted, hidden files skipped"
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.'))
+def iter_image_files(folder, # a folder
+                     recursive:bool=True, # its subfolders too
+                     exts=IMAGE_EXTS): # the file name endings that count, lower case
+    "The image files in `folder`, as they are found; hidden files and folders (a leading '.': macOS's `._` copies, `.ipynb_checkpoints`) skipped"
+    folder = Path(folder)
+    for f in (folder.rglob('*') if recursive else folder.iterdir()):
+        if f.suffix.lower() in exts and not any(part.startswith('.') for part in f.relative_to(folder).parts) and f.is_file(): yield f
+
+def image_files_in(folder, recursive:bool=True, exts=IMAGE_EXTS)->list:
+    "`iter_image_files`, sorted by path"
+    return sorted(iter_image_files(folder, recursive, exts))
 
 # %% ../nbs/01_data.ipynb #b906c846
 LAYOUT = "<category>/train/good/*.png, <category>/test/<defect or good>/*.png, <category>/ground_truth/<defect>/<name>_mask.png"
@@ -248,7 +257,7 @@ def _test_samples(d:Path)->list:
     "(image, mask or None, defect) for every test image, checking that each defect image has its mask"
     out = []
     for folder in sorted(p for p in (d/'test').iterdir() if p.is_dir() and not p.name.startswith('.')):
-        for img in _images(folder):
+        for img in image_files_in(folder, recursive=False):
             mask = None if folder.name == 'good' else d/'ground_truth'/folder.name/f'{img.stem}_mask.png'
             if mask is not None and not mask.is_file():
                 raise GlanceSvddError(f"defect image {img} has no mask: expected {mask} (MVTec AD layout: {LAYOUT})")
@@ -265,7 +274,7 @@ def check_mvtec_layout(root,                      # the data set root holding on
         if split not in ('train', 'test'): raise GlanceSvddError(f"unknown split {split!r}: expected 'train' or 'test'")
         expected = d/split/'good' if split == 'train' else d/split
         if not expected.is_dir(): raise GlanceSvddError(f"{expected} does not exist (MVTec AD layout: {LAYOUT})")
-        out[split] = [(p, None, 'good') for p in _images(expected)] if split == 'train' else _test_samples(d)
+        out[split] = [(p, None, 'good') for p in image_files_in(expected, recursive=False)] if split == 'train' else _test_samples(d)
         if not out[split]: raise GlanceSvddError(f"{expected} holds no images ({', '.join(IMAGE_EXTS)}); MVTec AD layout: {LAYOUT}")
     return out
 
@@ -309,6 +318,10 @@ def _image_tensor(im:Image.Image, size:int|None, filter:str='bicubic')->torch.Te
 def _mask_tensor(im:Image.Image, size:int|None, filter:str='bicubic', threshold:int=128)->torch.Tensor:
     im = _resized(im.convert('L'), size, filter)
     return torch.from_numpy((np.asarray(im) > threshold).astype(np.float32))[None]  # (1, H, W)
+
+def read_image(path)->Image.Image:
+    "An image file decoded completely, with 8-bit values (`_eight_bit`); a damaged file or an unreadable mode is a GlanceSvddError naming it"
+    return _eight_bit(_open(path))
 
 def load_image(path, size:int|None=256,
                filter:str='bicubic')->torch.Tensor:  # PIL's default, as the official codes/mvtecad.py
@@ -382,7 +395,7 @@ def export_resized(root, category:str, dest, # MVTec-layout source root, categor
                    progress:bool=True)->Path:
     "Write `category` of `root` to `dest` in the same layout, each image and mask as the loader makes them at `image_size`"
     src, out = _check_category(Path(root), category), Path(dest)/category
-    files = [f for f in sorted(src.rglob('*')) if f.suffix.lower() in IMAGE_EXTS and f.relative_to(src).parts[0] in ('train', 'test', 'ground_truth')]
+    files = [f for f in image_files_in(src) if f.relative_to(src).parts[0] in ('train', 'test', 'ground_truth')]
     for f in progress_bar(files, desc=f'resize {category}', disable=not progress):
         im = _open(f); target = (out/f.relative_to(src)).with_suffix('.png')
         if f.relative_to(src).parts[0] == 'ground_truth':
@@ -567,10 +580,10 @@ def _read_cifar_folder(split_dir:Path, classes)->tuple:
     "Images (N, 32, 32, 3) uint8 and class indices (N,) of the given classes' folders, files in sorted order"
     data, targets = [], []
     for c in classes:
-        files = sorted(f for f in (split_dir/CIFAR10_CLASSES[c]).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        files = image_files_in(split_dir/CIFAR10_CLASSES[c], recursive=False)
         if not files: raise GlanceSvddError(f"{split_dir/CIFAR10_CLASSES[c]} holds no images ({', '.join(IMAGE_EXTS)})")
         for f in files:
-            a = np.asarray(_eight_bit(_open(f)).convert('RGB'))
+            a = np.asarray(read_image(f).convert('RGB'))
             if a.shape != (32, 32, 3): raise GlanceSvddError(f"{f} is {a.shape[1]}x{a.shape[0]}: CIFAR-10 images are 32x32")
             data.append(a); targets.append(c)
     return np.stack(data), np.asarray(targets)

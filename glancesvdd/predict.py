@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .core import GlanceSvddError, load_json, save_json
-from .data import IMAGE_EXTS, load_image
+from .data import IMAGE_EXTS, image_files_in, load_image
 from .runs import load_json_roundtrip
 from .viz import overlay, save_figure
 from .batch import method_api
@@ -25,7 +25,7 @@ def image_files(paths)->list:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            found = image_files_in(p)
             if not found: raise GlanceSvddError(f"{p} holds no image file ({', '.join(IMAGE_EXTS)})")
             out += found
         elif p.is_file(): out.append(p)

@@ -305,10 +305,12 @@ RUN_OPTS = (*RUN, '--runs', 'runs', '--set', ITERS)   # the trained run's option
 def test_predict_with_a_trained_run(trained, work):
     "A verdict and an overlay per image (a folder and a file), the table printed; the threshold computed once, kept in the run folder; nothing else changes"
     before = md5s(trained)
-    args = (*PREDICT, 'data/brick/test', 'data/logo/test/good/000.png', *RUN_OPTS, '--out', 'pred')
+    mac = work/'from_a_mac'; mac.mkdir(exist_ok=True)   # a folder copied from a Mac: a hidden `._name` file beside each image, not an image
+    shutil.copy(work/'data'/'logo'/'test'/'good'/'000.png', mac/'000.png'); (mac/'._000.png').write_bytes(b'\0\5\26\7')
+    args = (*PREDICT, 'data/brick/test', 'data/logo/test/good/000.png', 'from_a_mac', *RUN_OPTS, '--out', 'pred')
     out = ok(cli(*args, cwd=work))
     res = load_json(work/'pred'/'predictions.json')
-    assert [Path(r['image']).parent.name for r in res['images']] == ['color', 'good', 'hole', 'paste', 'scratch', 'stain', 'good']
+    assert [Path(r['image']).parent.name for r in res['images']] == ['color', 'good', 'hole', 'paste', 'scratch', 'stain', 'good', 'from_a_mac']
     assert all((work/'pred'/r['overlay']).is_file() and r['anomalous'] == (r['score'] > res['threshold']) for r in res['images'])
     assert f"threshold {res['threshold']:.4g}: the highest image score of the run's 4 normal training images" in out, out
     assert '| data/logo/test/good/000.png |' in out, out

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset, DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -20,7 +19,7 @@ from torchvision.models import resnet18, ResNet18_Weights
 from torchvision.transforms.functional import resize, to_tensor
 
 from ..core import GlanceSvddError, get_device, seed_everything, autocast, float32_matmuls, save_json, save_torch, load_torch
-from ..data import load_config_split, sha256sum, is_cifar_folder, cifar10_images
+from ..data import load_config_split, sha256sum, is_cifar_folder, cifar10_images, image_files_in, read_image
 from ..patches import random_corners, crop_patches
 from ..runs import fit, init_run, is_trained, run_lock, loss_summary, loss_curve
 from ..stains import stain_layers
@@ -147,13 +146,13 @@ class FolderPatches(Dataset):
     "Stage-A ImageNet batches: `batch` random 33x33 crops of random images of a folder"
     def __init__(self, root, batch:int, seed:int, image_size:int=256, patch_size:int=33):
         self.root = Path(root)
-        self.files = sorted(f for f in self.root.rglob('*') if f.suffix.lower() in IMG_EXTENSIONS) if self.root.is_dir() else []
+        self.files = image_files_in(self.root, exts=IMG_EXTENSIONS) if self.root.is_dir() else []
         if not self.files: raise GlanceSvddError(f"imagenet_dir {self.root} holds no images ({', '.join(IMG_EXTENSIONS)}); "
                                                  "point it at a folder of images such as ImageNet's train/, or set it to None")
         self.batch, self.seed, self.image_size, self.patch_size = batch, seed, image_size, patch_size
 
     def _patch(self, f, u):
-        x = to_tensor(resize(Image.open(f).convert('RGB'), self.image_size))  # shorter side -> image_size
+        x = to_tensor(resize(read_image(f).convert('RGB'), self.image_size))  # shorter side -> image_size; a damaged file named
         r, c = (int(ui * (n - self.patch_size + 1)) for ui, n in zip(u, x.shape[1:]))
         return x[:, r:r + self.patch_size, c:c + self.patch_size]
 
