@@ -228,13 +228,15 @@ def _download_hint(root:Path)->str:
             f"`download_mvtec({str(base)!r}, archive='PATH/TO/ARCHIVE')`; then pass {base/'mvtec_ad'} as the root. "
             "For a test set without download: `make_synthetic_mvtec(ROOT)`.")
 
+def _hidden(f:Path, root:Path)->bool: return any(part.startswith('.') for part in f.relative_to(root).parts)
+
 def iter_image_files(folder, # a folder
                      recursive:bool=True, # its subfolders too
                      exts=IMAGE_EXTS): # the file name endings that count, lower case
     "The image files in `folder`, as they are found; hidden files and folders (a leading '.': macOS's `._` copies, `.ipynb_checkpoints`) skipped"
     folder = Path(folder)
     for f in (folder.rglob('*') if recursive else folder.iterdir()):
-        if f.suffix.lower() in exts and not any(part.startswith('.') for part in f.relative_to(folder).parts) and f.is_file(): yield f
+        if f.suffix.lower() in exts and not _hidden(f, folder) and f.is_file(): yield f
 
 def image_files_in(folder, recursive:bool=True, exts=IMAGE_EXTS)->list:
     "`iter_image_files`, sorted by path"
@@ -411,7 +413,7 @@ def fingerprint(folder, # a data set folder, e.g. <root>/<category>
     "sha256 over the sorted relative paths of the files under `folder` and their contents: which data a run saw"
     folder, h = Path(folder), hashlib.sha256()
     if not folder.is_dir(): raise GlanceSvddError(f"{folder} is not a folder: nothing to fingerprint")
-    for f in sorted(p for p in folder.rglob('*') if p.is_file()):
+    for f in sorted(p for p in folder.rglob('*') if p.is_file() and not _hidden(p, folder)):
         h.update(f.relative_to(folder).as_posix().encode() + b'\0')
         with open(f, 'rb') as fh:
             for b in iter(lambda: fh.read(chunk), b''): h.update(b)
