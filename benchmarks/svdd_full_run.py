@@ -12,7 +12,8 @@ and writes to --out:
 - once the schedule is done: the run's record (config.json, train.json with the loss curve, metrics.json) after
   `infer_svdd` and `evaluate_run`, in IEEE float32.
 `--precision` sets the training precision (default: the config's); `--precision-from GPU_CHECK.json` takes 'tf32' when the
-GPU check's precision part found it the same as 'fp32' (its rule), and 'fp32' otherwise.
+GPU check's precision part found it the same as 'fp32' (its rule), and 'fp32' otherwise. A resumed schedule keeps the
+precision it started with, whatever --precision-from says.
 
     python benchmarks/svdd_full_run.py --evaluate --resume .../resume.pt --data data/mvtec_ad --runs runs --out OUT --device cpu \
         --record results/svdd/bottle/seed0
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 import torch
 
 from glancesvdd.core import save_json, load_json, load_torch
-from glancesvdd.data import fingerprint
+from glancesvdd.data import fingerprint, image_files_in
 from glancesvdd.runs import run_path, latest_checkpoint
 from glancesvdd.svdd.config import SvddConfig
 from glancesvdd.svdd.train import train_svdd, n_iters, steps_per_epoch, make_trainer, save_trained
@@ -73,18 +74,19 @@ def main(argv=None):
     if a.evaluate: return evaluate(a)
     if a.until is None: ap.error('--until SECONDS is required to train')
     cfg = SvddConfig(category=a.category, data_root=a.data, device=a.device)
-    prec = a.precision or (precision_from(a.precision_from) if a.precision_from else cfg.precision)
+    ck = load_torch(a.resume) if a.resume else None
+    # a schedule keeps the precision it started with: --precision-from chooses it for a new run only
+    prec = a.precision or (ck['config']['precision'] if ck else precision_from(a.precision_from) if a.precision_from else cfg.precision)
     cfg = replace(cfg, precision=prec, **({'ckpt_every': a.ckpt_every} if a.ckpt_every else {}))
     run, out = run_path('svdd', a.category, cfg.seed, a.runs), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.resume:
-        ck = load_torch(a.resume)
+    if ck:
         if ck.get('config') != json.loads(json.dumps(asdict(cfg))):
             sys.exit(f"{a.resume} was made with another config: {ck.get('config')}; this call's: {asdict(cfg)}")
         (run/'checkpoints').mkdir(parents=True, exist_ok=True)
         save_json(ck['config'], run/'config.json')
         torch.save(ck['checkpoint'], run/'checkpoints'/f"iter_{ck['checkpoint']['iter']:08d}.pt")
-    n_train = len(list((Path(a.data)/a.category/'train'/'good').iterdir()))
+    n_train = len(image_files_in(Path(a.data)/a.category/'train'/'good', recursive=False))   # the images train_svdd loads
     total = n_iters(cfg, n_train)
     start = (latest_checkpoint(run/'checkpoints') and load_torch(latest_checkpoint(run/'checkpoints'))['iter']) or 0
     def stop(signum, frame): raise Deadline
