@@ -20,12 +20,13 @@ from .batch import method_api
 __all__ = ['THRESHOLD_FILE', 'RULE', 'image_files', 'run_threshold', 'save_overlay', 'predict_images', 'prediction_table']
 
 # %% ../nbs/60a_predict.ipynb #3299fe03
-def image_files(paths)->list:
-    "The image files named by `paths`: each file as given, the image files in each folder and its subfolders, sorted; a missing path or a folder without images is an error"
-    out = []
+def image_files(paths, # image files or folders
+                skip=None)->list: # a folder whose files a folder's scan leaves out (predict's output folder)
+    "The image files named by `paths`: each file as given, the image files in each folder and its subfolders (but `skip`), sorted; a missing path or a folder without images is an error"
+    out, skip = [], Path(skip).resolve() if skip else None
     for p in map(Path, paths):
         if p.is_dir():
-            found = image_files_in(p)
+            found = [f for f in image_files_in(p) if not (skip and f.resolve().is_relative_to(skip))]
             if not found: raise GlanceSvddError(f"{p} holds no image file ({', '.join(IMAGE_EXTS)})")
             out += found
         elif p.is_file(): out.append(p)
@@ -69,7 +70,7 @@ def predict_images(method:str, # 'glance' or 'svdd' (a release run is 'svdd')
                    out, # folder for the overlays and predictions.json
                    progress:bool=False)->dict:
     "Score the images with the run: its threshold and one record per image (score, verdict, overlay); writes the overlays and `predictions.json` to `out`"
-    files, out = image_files(paths), Path(out)
+    files, out = image_files(paths, skip=out), Path(out)   # the overlays of an earlier call are not scored
     if out.exists() and not out.is_dir(): raise GlanceSvddError(f"output folder {out} is a file: give a folder for the overlays and predictions.json")
     images = torch.stack([load_image(f, cfg.image_size, cfg.image_filter) for f in files])   # (N, 3, S, S): every file read first
     thr = run_threshold(method, cfg, run_dir, progress)

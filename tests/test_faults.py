@@ -307,11 +307,11 @@ def test_predict_with_a_trained_run(trained, work):
     before = md5s(trained)
     mac = work/'from_a_mac'; mac.mkdir(exist_ok=True)   # a folder copied from a Mac: a hidden `._name` file beside each image, not an image
     shutil.copy(work/'data'/'logo'/'test'/'good'/'000.png', mac/'000.png'); (mac/'._000.png').write_bytes(b'\0\5\26\7')
-    args = (*PREDICT, 'data/brick/test', 'data/logo/test/good/000.png', 'from_a_mac', *RUN_OPTS, '--out', 'pred')
+    args = (*PREDICT, 'data/brick/test', 'data/logo/test/good/000.png', 'from_a_mac', *RUN_OPTS, '--out', 'from_a_mac/pred')   # the overlays inside a folder it scans
     out = ok(cli(*args, cwd=work))
-    res = load_json(work/'pred'/'predictions.json')
+    res = load_json(mac/'pred'/'predictions.json')
     assert [Path(r['image']).parent.name for r in res['images']] == ['color', 'good', 'hole', 'paste', 'scratch', 'stain', 'good', 'from_a_mac']
-    assert all((work/'pred'/r['overlay']).is_file() and r['anomalous'] == (r['score'] > res['threshold']) for r in res['images'])
+    assert all((mac/'pred'/r['overlay']).is_file() and r['anomalous'] == (r['score'] > res['threshold']) for r in res['images'])
     assert f"threshold {res['threshold']:.4g}: the highest image score of the run's 4 normal training images" in out, out
     assert '| data/logo/test/good/000.png |' in out, out
     thr = trained/'threshold.json'
@@ -320,7 +320,7 @@ def test_predict_with_a_trained_run(trained, work):
     assert after == before                                                   # the model, bank and scores untouched
     mtime = thr.stat().st_mtime_ns
     ok(cli(*args, cwd=work))
-    assert thr.stat().st_mtime_ns == mtime and load_json(work/'pred'/'predictions.json') == res   # the same verdicts, threshold not recomputed
+    assert thr.stat().st_mtime_ns == mtime and load_json(mac/'pred'/'predictions.json') == res   # the same verdicts (not the overlays'), threshold not recomputed
 
 def test_predict_bad_input(trained, work):
     "Each refused with one message before anything is written; the run folder unchanged"
