@@ -14,12 +14,12 @@ import torch   # papermill, nbclient and jupyter_client are imported where they 
 
 from .choices import METHODS, EXECUTORS   # the names the command offers (00a_choices)
 from .core import GlanceSvddError, save_json, load_json, load_torch, from_params, progress_bar
-from .runs import run_path, is_done, init_run, run_lock, LOCK
+from .runs import run_path, is_done, init_run, run_lock, LOCK, MODEL_FILES
 
 # %% auto #0
 __all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
            'method_config', 'Job', 'run_config', 'job_of_run', 'ReleaseJob', 'keep_failed', 'execute', 'RunFailed',
-           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'check_data', 'run_job', 'local_plan',
+           'run_notebook', 'prepare_run', 'check_training', 'check_job', 'check_data', 'redo', 'run_job', 'local_plan',
            'schedule_seconds', 'slurm_parameters', 'Requeueable', 'submit_jobs', 'batch', 'summary_table']
 
 # %% ../nbs/60_batch.ipynb #0cdb3aaf
@@ -284,13 +284,18 @@ def _data_error(job:Job)->str|None:
 # %% ../nbs/60_batch.ipynb #0296b178
 def _record(job:Job, **kw)->dict: return dict(method=job.method, category=job.category, seed=job.seed, run_dir=str(job.run_dir), **kw)
 
+def redo(job:Job)->bool:
+    "Whether `force` empties `job`'s run folder: a finished run, or one without a trained model; an unfinished run's model is kept, and the run goes on to its evaluation"
+    return is_done(job.run_dir) or not any((job.run_dir/f).exists() for f in MODEL_FILES)
+
 def run_job(job:Job, force:bool=False, experiments=None)->dict:
     "Train and evaluate one run, holding its folder's lock; returns its status ('done', 'skipped' or 'failed') without raising for a failed run"
     rec, t0 = _record(job), time.time()
     try:
-        if is_done(job.run_dir) and not force: return dict(rec, status='skipped', metrics=_metrics(job))
         with run_lock(job.run_dir):
-            prepare_run(job, force)
+            done = is_done(job.run_dir)
+            prepare_run(job, force and redo(job))   # a finished run made with another config is refused, as by `train`, not skipped
+            if done and not force: return dict(rec, status='skipped', metrics=_metrics(job))
             for name in job.notebooks: run_notebook(name, job, experiments)
             return dict(rec, status='done', seconds=round(time.time() - t0, 1), metrics=_metrics(job))
     except RunFailed as e:
@@ -414,7 +419,7 @@ def submit_jobs(jobs:list, executor:str='slurm', folder='runs/.submitit', slurm:
     "Submit `jobs` through submitit as one job array (SLURM) or local processes; returns their submitit jobs"
     import submitit
     if force:
-        for j in jobs: prepare_run(j, force=True)   # emptied here, so a requeued job never empties its own progress
+        for j in jobs: prepare_run(j, force=redo(j))   # emptied here, so a requeued job never empties its own progress
     if executor == 'slurm':
         params = slurm_parameters(jobs, slurm); _check_slurm(params)
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
@@ -449,7 +454,7 @@ def _save_summary(file:Path, results:list, pending:int):
 
 def batch(jobs:list, # the runs, `Job`s
           executor:str='local', # 'local', 'slurm' or 'submitit-local'
-          force:bool=False, # redo finished runs
+          force:bool=False, # redo finished runs (`redo`: an unfinished run's trained model is kept)
           experiments=None, # folder of the experiment notebooks (default: nbs/experiments)
           slurm:dict|None=None, # submitit parameters for SLURM (partition, gpus_per_node, timeout_min, ...)
           progress:bool=True,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .core import GlanceSvddError, atomic_path, load_json, save_json, runs_root
 from .data import fingerprint, is_cifar_folder, CIFAR10_CLASSES
-from .runs import load_scores
+from .runs import load_scores, DAMAGED_NPZ
 from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image, roc_plot, pro_plot, score_histogram
 from .svdd.config import SvddConfig
 from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
@@ -487,7 +487,7 @@ def has_maps(run_dir)->bool:
     "Whether a run's scores.npz holds score maps (MVTec AD) or image scores only (CIFAR-10, supp. C.2)"
     try:
         with np.load(Path(run_dir)/'scores.npz') as z: return 'maps' in z.files
-    except (OSError, ValueError, zipfile.BadZipFile): load_scores(run_dir)   # missing or damaged: its clear error
+    except DAMAGED_NPZ: load_scores(run_dir)   # missing or damaged: its clear error
 
 def run_samples(run_dir, n:int=5)->tuple:
     "(category, images, masks, maps, defects) of up to `n` anomalous test images of a run"
@@ -609,11 +609,20 @@ def svdd_architecture_tables()->dict:
 GLANCE_SCHEDULE = (('iters_imagenet', 50_000, 'ImageNet'), ('iters_finetune', 50_000, 'fine-tune'), ('iters', 200_000, 'Stage-B'))  # supp. C.1
 GLANCE_SCHEDULE_CIFAR10 = (*GLANCE_SCHEDULE[:2], ('iters', 300_000, 'Stage-B'))   # supp. C.2: "the number of training iterations is 300K"
 
+def _side_file(f:Path)->dict|None:
+    "A run's train.json or provenance.json: {} when it is absent, None (and a warning) when it is damaged, so that one file never stops the report"
+    if not f.exists(): return {}
+    try: d = load_json(f)
+    except GlanceSvddError as e: warnings.warn(f"{e}; the report goes on and says so"); return None
+    if isinstance(d, dict): return d
+    warnings.warn(f"{f} holds a JSON {type(d).__name__}, not an object; the report goes on and says so"); return None
+
 def run_caveats(result:dict)->list:
     "What a run did otherwise than the paper, from its train.json and config.json: an untrained teacher, a skipped ImageNet stage, fewer Patch SVDD steps, another λ"
     out = []
     for path in result['paths']:
-        rec = load_json(Path(path)/'train.json') if (Path(path)/'train.json').exists() else {}
+        rec = _side_file(Path(path)/'train.json')
+        if rec is None: out.append('train.json damaged: how it was trained is unknown'); rec = {}
         cfg = load_json(Path(path)/'config.json') if (Path(path)/'config.json').exists() else {}
         if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')
@@ -691,11 +700,12 @@ def _provenance(results, out_dir)->list:
     lines = []
     for r in sorted(results, key=lambda r: (r['method'], _order(r['category']))):
         for path in r['paths']:
-            if not (Path(path)/'provenance.json').exists(): continue
-            p = load_json(Path(path)/'provenance.json')
+            where = f"**{r['method']} {display_name(r['category'])}** ({Path(os.path.relpath(path, out_dir)).as_posix()})"
+            if (p := _side_file(Path(path)/'provenance.json')) is None: lines.append(f"- {where}: provenance.json damaged"); continue
+            if not p: continue
             extra = '; '.join(f"{k.replace('_', ' ')}: {v}" for k, v in p.items() if k not in ('command', 'commit', 'date', 'machine', 'data'))
             m = p.get('machine', {})
-            lines.append(f"- **{r['method']} {display_name(r['category'])}** ({Path(os.path.relpath(path, out_dir)).as_posix()}): `{p.get('command')}`, "
+            lines.append(f"- {where}: `{p.get('command')}`, "
                          f"commit {p.get('commit')}, {p.get('date')}, {m.get('gpu') or m.get('cpu')} ({m.get('cores')} cores), torch {m.get('torch')}; "
                          f"data {p['data']['folder']} (sha256 over files {str(p['data']['fingerprint'])[:16]}…)" + (f"; {extra}" if extra else ''))
     return ['## Provenance\n', *lines, ''] if lines else []

@@ -15,8 +15,8 @@ import torch
 from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz, progress_bar, to_numpy
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'LOCK', 'run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock', 'is_trained',
-           'latest_checkpoint', 'fit', 'loss_summary', 'loss_curve', 'save_scores', 'load_scores']
+__all__ = ['MODEL_FILES', 'LOCK', 'DAMAGED_NPZ', 'run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock',
+           'is_trained', 'latest_checkpoint', 'fit', 'loss_summary', 'loss_curve', 'save_scores', 'load_scores']
 
 # %% ../nbs/04_runs.ipynb #e9509d37
 def run_path(method:str, category:str, seed:int, root=None)->Path:
@@ -219,12 +219,14 @@ def save_scores(run_dir, image_scores, labels, maps, masks, defects, paths, **ex
              paths=np.array(paths, dtype=str), **{k: to_numpy(v) for k, v in extra.items()})
     return out
 
+DAMAGED_NPZ = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)   # how a cut-short or altered .npz fails (a flipped byte: Bad CRC-32)
+
 def load_scores(run_dir)->dict:
     "Read a run's `scores.npz` into a dict of arrays"
     f = Path(run_dir)/'scores.npz'
     if not f.exists(): raise GlanceSvddError(f"{f} does not exist: run inference for this run first")
     try:
         with np.load(f) as z: return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:   # cut short, a flipped byte (Bad CRC-32)
+    except DAMAGED_NPZ as e:
         raise GlanceSvddError(f"{f} is damaged ({type(e).__name__}: {e}); evaluate the run again to write it "
                               "(`glancesvdd evaluate` with the run's options): its trained model is kept") from None

@@ -24,7 +24,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from .core import GlanceSvddError, atomic_path, load_json, runs_root, to_numpy
 from .data import load_image
 from .metrics import pro_curve, aupro
-from .runs import load_scores
+from .runs import load_scores, DAMAGED_NPZ
 
 # %% auto #0
 __all__ = ['CMAPS', 'SIDE_BY_SIDE', 'overlay', 'contour_map', 'glance_figure', 'svdd_figure', 'score_histogram', 'roc_plot',
@@ -171,10 +171,10 @@ def pro_plot(ax, maps, # (N, H, W) score maps
 
 # %% ../nbs/40_viz.ipynb #6b91232e
 def save_figure(fig, path, dpi:int=150)->Path:
-    "Write `fig` as a PNG to `path` atomically, then close it"
+    "Write `fig` to `path` atomically in the format its suffix names (`.png`, `.pdf`, `.svg` ...; none: PNG), then close it"
     path = Path(path)
     try:
-        with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
+        with atomic_path(path) as tmp: fig.savefig(tmp, format=path.suffix[1:].lower() or 'png', dpi=dpi, bbox_inches='tight')
     finally: plt.close(fig)
     return path
 
@@ -212,8 +212,9 @@ def find_runs(runs=None)->list:
         if not folder.is_dir(): raise GlanceSvddError(f"{folder} is not a folder: pass a runs root (e.g. runs/demo) or run folders")
         for f in sorted(folder.rglob('scores.npz')):
             try: rec = _run_record(f.parent)
-            except (ValueError, OSError, EOFError) as e:
-                warnings.warn(f"skipping {f}: damaged ({e}); run its inference again"); continue
+            except DAMAGED_NPZ as e:
+                warnings.warn(f"skipping {f}: damaged ({type(e).__name__}: {e}); run its inference again"); continue
+            except GlanceSvddError as e: warnings.warn(f"skipping {f.parent}: {e}"); continue   # e.g. a damaged config.json
             if rec: found[f.parent.resolve()] = rec
     if not found:
         raise GlanceSvddError(f"no run with score maps under {', '.join(map(str, folders))}: train and evaluate first "

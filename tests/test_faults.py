@@ -242,6 +242,25 @@ def test_same_data_other_spelling(trained, work):
     err = clear_error(cli('train', 'svdd', 'brick', *RUN, '--runs', 'runs', '--set', f'{ITERS},lr=0.5', cwd=work), 'another config')
     assert 'it holds a trained model (model.pt): to evaluate it' in err and '--force' not in err   # no advice that deletes it
 
+def test_batch_refuses_a_finished_run_of_another_config(trained, work):
+    "batch refuses a finished run made with another config as train does, instead of skipping it with its old metrics"
+    before = md5s(trained)
+    res = cli('batch', '--methods', 'svdd', '--categories', 'brick', *RUN, '--runs', 'runs', '--set', f'{ITERS},lr=0.5', cwd=work)
+    clear_error(res, '1 of 1 runs failed')
+    assert '| svdd | brick | 0 | failed |' in res[1] and 'another config (lr: 0.0001 -> 0.5)' in res[1], res[1]
+    assert md5s(trained) == before
+
+def test_batch_force_keeps_an_unfinished_run(work):
+    "--force redoes finished runs; a trained run not yet evaluated keeps its model and goes on to its evaluation"
+    ok(cli('train', 'svdd', 'logo', *RUN, '--runs', 'uruns', '--set', ITERS, cwd=work))
+    run = work/'uruns'/'svdd'/'logo'/'seed0'
+    model = md5s(run)['model.pt']
+    out = ok(cli('batch', '--methods', 'svdd', '--categories', 'logo', *RUN, '--runs', 'uruns', '--set', ITERS, '--force', cwd=work))
+    assert '| svdd | logo | 0 | done |' in out and md5s(run)['model.pt'] == model and (run/'metrics.json').exists(), out
+    trained_at = (run/'train.json').stat().st_mtime_ns
+    ok(cli('batch', '--methods', 'svdd', '--categories', 'logo', *RUN, '--runs', 'uruns', '--set', ITERS, '--force', cwd=work))
+    assert (run/'train.json').stat().st_mtime_ns != trained_at                # finished now: redone, trained again
+
 def test_empty_model_is_trained_again(trained, work):
     run = work/'zruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
     (run/'model.pt').write_bytes(b'')

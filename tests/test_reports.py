@@ -179,3 +179,15 @@ def test_figure_method_and_missing_images(tmp_path):
     assert h > w and w2 > h2                       # GLANCE: three rows of two; Patch SVDD: one row of two
     for p in (tmp_path/'mvtec').rglob('*.png'): p.unlink()
     with pytest.raises(GlanceSvddError, match='is missing'): figures_from_run(g, tmp_path/'figs')
+
+
+def test_damaged_side_files_are_said_not_fatal(tmp_path):
+    "A run's damaged train.json or provenance.json: the report is written, and says which file it could not read"
+    fake_run(tmp_path/'runs', tmp_path/'data', 'svdd', 'bottle', 0, dict(image_auroc=.9, pixel_auroc=.9, aupro=.8))
+    run = tmp_path/'runs'/'svdd'/'bottle'/'seed0'
+    (run/'train.json').write_text('{"iters": 2'); (run/'provenance.json').write_text('')
+    with pytest.warns(UserWarning, match='is not valid JSON'):
+        files = render_report(tmp_path/'runs', tmp_path/'out')
+    index = (tmp_path/'out'/'index.md').read_text()
+    assert tmp_path/'out'/'index.md' in files and 'train.json damaged: how it was trained is unknown' in index
+    assert '**svdd Bottle** (../runs/svdd/bottle/seed0): provenance.json damaged' in index, index
