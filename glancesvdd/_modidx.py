@@ -184,6 +184,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'glancesvdd.data.load_split': ('data.html#load_split', 'glancesvdd/data.py'),
                                  'glancesvdd.data.make_synthetic_mvtec': ('data.html#make_synthetic_mvtec', 'glancesvdd/data.py'),
                                  'glancesvdd.data.read_image': ('data.html#read_image', 'glancesvdd/data.py'),
+                                 'glancesvdd.data.read_mask': ('data.html#read_mask', 'glancesvdd/data.py'),
                                  'glancesvdd.data.sha256sum': ('data.html#sha256sum', 'glancesvdd/data.py'),
                                  'glancesvdd.data.synthetic_matches': ('data.html#synthetic_matches', 'glancesvdd/data.py'),
                                  'glancesvdd.data.synthetic_sample': ('data.html#synthetic_sample', 'glancesvdd/data.py')},

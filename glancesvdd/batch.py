@@ -265,12 +265,16 @@ def _size(f:Path)->tuple:
         raise GlanceSvddError(f"cannot read image {f} ({type(e).__name__}: {e}); the file is damaged or not an image") from None
 
 def check_data(job:Job):
-    "The category's images as `job` will read them: the layout (01_data), each mask the size of its image, normal and anomalous test images"
-    from glancesvdd.data import check_mvtec_layout
+    "The category's images as `job` will read them: the layout (01_data), each mask the size of its image and in 0/255, normal and anomalous test images"
+    from glancesvdd.data import check_mvtec_layout, read_mask
+    from glancesvdd.svdd.config import SvddConfig
     test = check_mvtec_layout(job.data_root, job.category)['test']
+    threshold = method_config(job.method, job.parameters).mask_threshold if job.method in METHODS else SvddConfig.mask_threshold   # a release job: Patch SVDD's
     for image, mask, _ in test:
-        if mask is not None and (a := _size(image)) != (b := _size(mask)):
+        if mask is None: continue
+        if (a := _size(image)) != (b := _size(mask)):
             raise GlanceSvddError(f"mask {mask} is {b[0]}x{b[1]} but its image {image} is {a[0]}x{a[1]}: a mask marks its image's pixels")
+        read_mask(mask, threshold)   # 0/1, or a palette's dark class colour: refused now, not after training
     if len({defect == 'good' for _, _, defect in test}) < 2:
         what = 'normal (test/good)' if test[0][2] == 'good' else 'anomalous'
         raise GlanceSvddError(f"{Path(job.data_root)/job.category/'test'} holds only {what} images: the AUROCs need both normal images "

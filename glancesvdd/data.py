@@ -22,9 +22,9 @@ __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 
            'SYNTHETIC_CATEGORIES', 'SYNTHETIC_DEFECTS', 'SYNTHETIC_VERSION', 'SYNTHETIC_STAMP', 'LAYOUT',
            'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES',
            'synthetic_sample', 'synthetic_matches', 'make_synthetic_mvtec', 'iter_image_files', 'image_files_in',
-           'check_mvtec_layout', 'read_image', 'load_image', 'load_mask', 'MVTecAD', 'load_split', 'load_config_split',
-           'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec', 'is_cifar_folder',
-           'CIFAR10OneClass', 'cifar10_images']
+           'check_mvtec_layout', 'read_mask', 'read_image', 'load_image', 'load_mask', 'MVTecAD', 'load_split',
+           'load_config_split', 'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec',
+           'is_cifar_folder', 'CIFAR10OneClass', 'cifar10_images']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -321,6 +321,15 @@ def _mask_tensor(im:Image.Image, size:int|None, filter:str='bicubic', threshold:
     im = _resized(im.convert('L'), size, filter)
     return torch.from_numpy((np.asarray(im) > threshold).astype(np.float32))[None]  # (1, H, W)
 
+def read_mask(path, threshold:int=128)->Image.Image:
+    "A mask file decoded; a mask whose grey levels are all at most `threshold` but not all 0 (0/1, or a dark class colour) is a GlanceSvddError"
+    m = _open(path); lo, hi = m.convert('L').getextrema()
+    if 0 < hi <= threshold:
+        raise GlanceSvddError(f"mask {path} (PIL mode {m.mode}) has grey levels {lo}..{hi}, and only values > {threshold} count as defect: "
+                              "MVTec AD masks are 8-bit grey, 0 and 255. Save it so, 255 where the defect is (a 0/1 mask: multiply "
+                              "by 255; a palette or colour mask: its defect colour as 255)")
+    return m
+
 def read_image(path)->Image.Image:
     "An image file decoded completely, with 8-bit values (`_eight_bit`); a damaged file or an unreadable mode is a GlanceSvddError naming it"
     return _eight_bit(_open(path))
@@ -334,7 +343,7 @@ def load_mask(path, size:int|None=256,
               filter:str='bicubic', # the official code resizes masks like images ...
               threshold:int=128)->torch.Tensor: # ... then keeps values > 128 (official get_mask)
     "A mask file as float32 (1, S, S) of 0/1"
-    return _mask_tensor(_open(path), size, filter, threshold)
+    return _mask_tensor(read_mask(path, threshold), size, filter, threshold)
 
 # %% ../nbs/01_data.ipynb #d2b66de7
 class MVTecAD(Dataset):
@@ -357,14 +366,14 @@ class MVTecAD(Dataset):
         im = _open(path); image = _image_tensor(im, self.image_size, self.image_filter)
         if mask_path is None: mask = torch.zeros(1, *image.shape[1:])
         else:
-            m = _open(mask_path)
+            m = read_mask(mask_path, self.mask_threshold)
             if m.size != im.size:
                 raise GlanceSvddError(f"mask {mask_path} is {m.size[0]}x{m.size[1]} but its image {path} is {im.size[0]}x{im.size[1]}")
             mask = _mask_tensor(m, self.image_size, self.mask_filter, self.mask_threshold)
             if not mask.any():
                 lo, hi = m.convert('L').getextrema()
-                warnings.warn(f"mask {mask_path} of defect image {path} marks no pixel: its values are {lo}..{hi}, and only "
-                              f"values > {self.mask_threshold} count as defect (MVTec AD masks are 0/255)")
+                warnings.warn(f"mask {mask_path} of defect image {path} marks no pixel at {self.image_size} px (its values are {lo}..{hi}): "
+                              "an empty mask, or a defect too small to outlast the resize; the image counts for the image AUROC alone")
         return dict(image=image, mask=mask, label=int(defect != 'good'), defect=defect, path=str(path))
 
 # %% ../nbs/01_data.ipynb #1fea12fb
@@ -378,10 +387,9 @@ def load_split(root, category:str, split:str, image_size:int|None=256, progress:
         for k, name in (('images', 'image'), ('masks', 'mask'), ('labels', 'label')): out[k].append(b[name])
         out['defects'] += b['defect']; out['paths'] += b['path']
     out = {k: torch.cat(v) if k in ('images', 'masks', 'labels') else v for k, v in out.items()}
-    if out['labels'].any() and not out['masks'].any():   # masks stored as 0/1, say: every pixel would count as normal
-        raise GlanceSvddError(f"no mask of the defect images in {ds.root/category/'ground_truth'} marks a pixel: only mask values "
-                              f"> {ds.mask_threshold} count as defect, and MVTec AD masks are 0/255; masks stored as 0/1 must be "
-                              "rescaled (multiply by 255)")
+    if out['labels'].any() and not out['masks'].any():   # every pixel would count as normal: no pixel AUROC
+        raise GlanceSvddError(f"no mask of the defect images in {ds.root/category/'ground_truth'} marks a pixel at {image_size} px: "
+                              "they are empty (all 0), or every defect is too small to outlast the resize; the pixel AUROC needs defect pixels")
     return out
 
 # %% ../nbs/01_data.ipynb #d25b917e
@@ -399,8 +407,9 @@ def export_resized(root, category:str, dest, # MVTec-layout source root, categor
     src, out = _check_category(Path(root), category), Path(dest)/category
     files = [f for f in image_files_in(src) if f.relative_to(src).parts[0] in ('train', 'test', 'ground_truth')]
     for f in progress_bar(files, desc=f'resize {category}', disable=not progress):
-        im = _open(f); target = (out/f.relative_to(src)).with_suffix('.png')
-        if f.relative_to(src).parts[0] == 'ground_truth':
+        is_mask = f.relative_to(src).parts[0] == 'ground_truth'
+        im = read_mask(f, mask_threshold) if is_mask else _open(f); target = (out/f.relative_to(src)).with_suffix('.png')
+        if is_mask:
             a = (_mask_tensor(im, image_size, mask_filter, mask_threshold)[0].numpy() * 255).astype(np.uint8)
             pil = Image.fromarray(a, 'L')
         else: pil = _resized(_eight_bit(im).convert('RGB'), image_size, image_filter)
