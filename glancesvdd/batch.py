@@ -9,12 +9,13 @@ from collections import Counter
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
 
+import numpy as np
 import torch   # papermill, nbclient and jupyter_client are imported where they are used: importing them takes about 2 s,
                # which every experiment notebook's kernel would pay, since the notebooks import this module for their config
 
 from .choices import METHODS, EXECUTORS   # the names the command offers (00a_choices)
 from .core import GlanceSvddError, save_json, load_json, load_torch, from_params, progress_bar
-from .runs import run_path, is_done, init_run, run_lock, LOCK, MODEL_FILES
+from .runs import run_path, is_done, init_run, run_lock, LOCK, MODEL_FILES, DAMAGED_NPZ
 
 # %% auto #0
 __all__ = ['JOB_FIELDS', 'FINISHED', 'CPU_RUNS', 'GPU_SECONDS', 'SLURM_DEFAULTS', 'MAX_REQUEUES', 'experiments_dir', 'method_api',
@@ -100,6 +101,22 @@ def run_config(method:str, run_dir)->dict:
                               f"hand, put back the value the run was made with (its train_{method}.ipynb shows the config)") from None
     return cfg
 
+def _scored_data(run_dir:Path)->Path|None:
+    "The data root whose test images the run's scores.npz lists (absolute, 01_data): <root>/<category>/test/<defect>/<image>; None before any scoring"
+    try:
+        with np.load(run_dir/'scores.npz') as z: return Path(str(z['paths'][0])).parents[3]
+    except (*DAMAGED_NPZ, IndexError): return None
+
+def _check_data_root(run_dir:Path, data_root:str):
+    "A relative data_root names the data from the folder the run was made in: refused where, from here, it names another folder than the run scored"
+    here, seen = Path(data_root).resolve(), _scored_data(run_dir)
+    if Path(data_root).is_absolute() or seen is None or here == seen: return
+    n = len(Path(data_root).parts)
+    there = Path(*seen.parts[:-n]) if seen.parts[-n:] == Path(data_root).parts else None   # the folder `data_root` was given from
+    raise GlanceSvddError(f"{run_dir/'config.json'} gives data_root {data_root!r}, relative to the folder the run was made in: its scores list "
+                          f"images under {seen}, but from here {data_root!r} is {here}. " +
+                          (f"Run the command from {there}" if there else "Run the command from the folder the run was made in"))
+
 def job_of_run(run_dir, device:str='auto')->Job:
     "The job that made run folder `run_dir` (<runs>/<method>/<category>/seed<k>): identity from its path, every field from its config.json"
     d = Path(os.path.relpath(Path(run_dir).resolve()))
@@ -110,6 +127,7 @@ def job_of_run(run_dir, device:str='auto')->Job:
     if (cfg.get('category'), cfg.get('seed')) != (category, int(seed)):
         raise GlanceSvddError(f"{d/'config.json'} is invalid: it records category {cfg.get('category')!r}, seed {cfg.get('seed')!r}, but "
                               f"its folder is {category}/seed{seed}: it is not this run's config")
+    _check_data_root(d, cfg['data_root'])
     return Job(method, category, int(seed), data_root=cfg['data_root'], runs_root=str(d.parents[2]), device=device,
                overrides=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k not in JOB_FIELDS))   # as --set gives them
 

@@ -284,6 +284,15 @@ def test_evaluate_a_run_folder(trained, work):
     assert [new[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')] == [old[k] for k in ('image_auroc', 'pixel_auroc', 'aupro')]
     assert md5s(run)['model.pt'] == model and load_json(run/'config.json') == load_json(trained/'config.json')
 
+def test_evaluate_a_run_folder_from_another_folder(trained, work):
+    "The run's relative data_root names other data from another folder: refused, saying where to run from, not scored on that data"
+    run = work/'wruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
+    (work/'elsewhere').mkdir(exist_ok=True); shutil.copytree(work/'data', work/'elsewhere'/'data', dirs_exist_ok=True)   # a data/ there too
+    before = md5s(run)
+    clear_error(cli('evaluate', '--run', str(run), '--device', 'cpu', cwd=work/'elsewhere'),
+                f"its scores list images under {work/'data'}, but from here 'data' is {work/'elsewhere'/'data'}", f'Run the command from {work}')
+    assert md5s(run) == before
+
 def test_hand_edited_config_is_named_invalid(trained, work):
     "A value no command could give, written into config.json by hand: the file itself is named as invalid, and nothing changes"
     run = work/'hruns'/'svdd'/'brick'/'seed0'; shutil.copytree(trained, run)
