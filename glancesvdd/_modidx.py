@@ -156,6 +156,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'glancesvdd.data._logo': ('data.html#_logo', 'glancesvdd/data.py'),
                                  'glancesvdd.data._logo_disc': ('data.html#_logo_disc', 'glancesvdd/data.py'),
                                  'glancesvdd.data._mask_tensor': ('data.html#_mask_tensor', 'glancesvdd/data.py'),
+                                 'glancesvdd.data._masks': ('data.html#_masks', 'glancesvdd/data.py'),
                                  'glancesvdd.data._normal': ('data.html#_normal', 'glancesvdd/data.py'),
                                  'glancesvdd.data._open': ('data.html#_open', 'glancesvdd/data.py'),
                                  'glancesvdd.data._open_cifar10': ('data.html#_open_cifar10', 'glancesvdd/data.py'),

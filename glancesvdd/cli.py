@@ -44,7 +44,7 @@ def parse_categories(categories:tuple, data:str,   # ('all',) or category names 
     if tuple(categories) == ('all',):
         cats = [c for c in MVTEC_CATEGORIES if (root/c).is_dir()] or list(MVTEC_CATEGORIES)
         if root.is_dir() and not any((root/c).is_dir() for c in MVTEC_CATEGORIES):
-            cats = sorted(p.name for p in root.iterdir() if (p/'train').is_dir()) or cats
+            cats = sorted(p.name for p in root.iterdir() if (p/'train').is_dir() and not p.name.startswith('.')) or cats   # not a half-written copy
     else: cats = list(categories)
     for c in (cats if check or not root.is_dir() else []): check_mvtec_layout(root, c)
     return cats

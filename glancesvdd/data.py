@@ -255,12 +255,20 @@ def _check_category(root:Path, category:str)->Path:
     raise GlanceSvddError(f"unknown category {category!r}: MVTec AD has {', '.join(MVTEC_CATEGORIES)}; "
                           f"the synthetic set has {', '.join(SYNTHETIC_CATEGORIES)}; folders in {root}: {present or 'none'}")
 
+def _masks(folder:Path)->dict:
+    "The mask files of a ground_truth/<defect> folder by lower-case stem ('000_mask'), a PNG before another format of the same name"
+    files = sorted(image_files_in(folder, recursive=False), key=lambda p: (p.suffix.lower() != '.png', p.name)) if folder.is_dir() else []
+    out = {}
+    for f in files: out.setdefault(f.stem.lower(), f)
+    return out
+
 def _test_samples(d:Path)->list:
     "(image, mask or None, defect) for every test image, checking that each defect image has its mask"
     out = []
     for folder in sorted(p for p in (d/'test').iterdir() if p.is_dir() and not p.name.startswith('.')):
+        masks = {} if folder.name == 'good' else _masks(d/'ground_truth'/folder.name)
         for img in image_files_in(folder, recursive=False):
-            mask = None if folder.name == 'good' else d/'ground_truth'/folder.name/f'{img.stem}_mask.png'
+            mask = None if folder.name == 'good' else masks.get(f'{img.stem}_mask'.lower(), d/'ground_truth'/folder.name/f'{img.stem}_mask.png')
             if mask is not None and not mask.is_file():
                 raise GlanceSvddError(f"defect image {img} has no mask: expected {mask} (MVTec AD layout: {LAYOUT})")
             out.append((img, mask, folder.name))
