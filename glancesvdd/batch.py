@@ -290,9 +290,9 @@ def check_data(job:Job):
     threshold = method_config(job.method, job.parameters).mask_threshold if job.method in METHODS else SvddConfig.mask_threshold   # a release job: Patch SVDD's
     for image, mask, _ in test:
         if mask is None: continue
-        if (a := _size(image)) != (b := _size(mask)):
+        b = read_mask(mask, threshold).size   # decoded: 0/1, or a palette's dark class colour, refused now, not after training
+        if (a := _size(image)) != b:
             raise GlanceSvddError(f"mask {mask} is {b[0]}x{b[1]} but its image {image} is {a[0]}x{a[1]}: a mask marks its image's pixels")
-        read_mask(mask, threshold)   # 0/1, or a palette's dark class colour: refused now, not after training
     if len({defect == 'good' for _, _, defect in test}) < 2:
         what = 'normal (test/good)' if test[0][2] == 'good' else 'anomalous'
         raise GlanceSvddError(f"{Path(job.data_root)/job.category/'test'} holds only {what} images: the AUROCs need both normal images "

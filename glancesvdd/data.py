@@ -416,11 +416,11 @@ def export_resized(root, category:str, dest, # MVTec-layout source root, categor
     files = [f for f in image_files_in(src) if f.relative_to(src).parts[0] in ('train', 'test', 'ground_truth')]
     for f in progress_bar(files, desc=f'resize {category}', disable=not progress):
         is_mask = f.relative_to(src).parts[0] == 'ground_truth'
-        im = read_mask(f, mask_threshold) if is_mask else _open(f); target = (out/f.relative_to(src)).with_suffix('.png')
+        im = read_mask(f, mask_threshold) if is_mask else read_image(f); target = (out/f.relative_to(src)).with_suffix('.png')
         if is_mask:
             a = (_mask_tensor(im, image_size, mask_filter, mask_threshold)[0].numpy() * 255).astype(np.uint8)
             pil = Image.fromarray(a, 'L')
-        else: pil = _resized(_eight_bit(im).convert('RGB'), image_size, image_filter)
+        else: pil = _resized(im.convert('RGB'), image_size, image_filter)
         with atomic_path(target) as tmp: pil.save(tmp, format='PNG')
     return out
 
