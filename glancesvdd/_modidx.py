@@ -151,6 +151,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'glancesvdd.data._eight_bit': ('data.html#_eight_bit', 'glancesvdd/data.py'),
                                  'glancesvdd.data._extract_categories': ('data.html#_extract_categories', 'glancesvdd/data.py'),
                                  'glancesvdd.data._fetch': ('data.html#_fetch', 'glancesvdd/data.py'),
+                                 'glancesvdd.data._grey_mask': ('data.html#_grey_mask', 'glancesvdd/data.py'),
                                  'glancesvdd.data._hidden': ('data.html#_hidden', 'glancesvdd/data.py'),
                                  'glancesvdd.data._image_tensor': ('data.html#_image_tensor', 'glancesvdd/data.py'),
                                  'glancesvdd.data._logo': ('data.html#_logo', 'glancesvdd/data.py'),

@@ -266,6 +266,8 @@ def _test_samples(d:Path)->list:
     "(image, mask or None, defect) for every test image, checking that each defect image has its mask"
     out = []
     for folder in sorted(p for p in (d/'test').iterdir() if p.is_dir() and not p.name.startswith('.')):
+        if folder.name != 'good' and folder.name.lower() == 'good':   # 'Good' would be a defect type, its images defects without masks
+            raise GlanceSvddError(f"{folder}: the good test images' folder is 'good', in lower case: rename it (MVTec AD layout: {LAYOUT})")
         masks = {} if folder.name == 'good' else _masks(d/'ground_truth'/folder.name)
         for img in image_files_in(folder, recursive=False):
             mask = None if folder.name == 'good' else masks.get(f'{img.stem}_mask'.lower(), d/'ground_truth'/folder.name/f'{img.stem}_mask.png')
@@ -283,7 +285,9 @@ def check_mvtec_layout(root,                      # the data set root holding on
     for split in splits:
         if split not in ('train', 'test'): raise GlanceSvddError(f"unknown split {split!r}: expected 'train' or 'test'")
         expected = d/split/'good' if split == 'train' else d/split
-        if not expected.is_dir(): raise GlanceSvddError(f"{expected} does not exist (MVTec AD layout: {LAYOUT})")
+        if not expected.is_dir():
+            there = sorted(p.name for p in expected.parent.iterdir() if p.is_dir()) if expected.parent.is_dir() else []
+            raise GlanceSvddError(f"{expected} does not exist{f' (folders there: {there})' if there else ''}; MVTec AD layout: {LAYOUT}")
         out[split] = [(p, None, 'good') for p in image_files_in(expected, recursive=False)] if split == 'train' else _test_samples(d)
         if not out[split]: raise GlanceSvddError(f"{expected} holds no images ({', '.join(IMAGE_EXTS)}); MVTec AD layout: {LAYOUT}")
     return out
@@ -325,15 +329,21 @@ def _image_tensor(im:Image.Image, size:int|None, filter:str='bicubic')->torch.Te
     im = _resized(_eight_bit(im).convert('RGB'), size, filter)  # grayscale: the channel is replicated (Patch SVDD supp. S3.1); resized as uint8
     return torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
+def _grey_mask(m:Image.Image)->Image.Image:
+    "A decoded mask as 8-bit grey ('L'); where the file has transparency, it is laid over black first, so transparent pixels are background"
+    if m.mode in ('RGBA', 'LA', 'PA') or 'transparency' in m.info:
+        return Image.alpha_composite(Image.new('RGBA', m.size, (0, 0, 0, 255)), m.convert('RGBA')).convert('L')
+    return m.convert('L')
+
 def _mask_tensor(im:Image.Image, size:int|None, filter:str='bicubic', threshold:int=128)->torch.Tensor:
-    im = _resized(im.convert('L'), size, filter)
+    im = _resized(_grey_mask(im), size, filter)
     return torch.from_numpy((np.asarray(im) > threshold).astype(np.float32))[None]  # (1, H, W)
 
 def read_mask(path, threshold:int=128)->Image.Image:
-    "A mask file decoded; a mask whose grey levels are all at most `threshold` but not all 0 (0/1, or a dark class colour) is a GlanceSvddError"
-    m = _open(path); lo, hi = m.convert('L').getextrema()
+    "A mask file as 8-bit grey (`_grey_mask`); a mask whose grey levels are all at most `threshold` but not all 0 (0/1, or a dark class colour) is a GlanceSvddError"
+    f = _open(path); m = _grey_mask(f); lo, hi = m.getextrema()
     if 0 < hi <= threshold:
-        raise GlanceSvddError(f"mask {path} (PIL mode {m.mode}) has grey levels {lo}..{hi}, and only values > {threshold} count as defect: "
+        raise GlanceSvddError(f"mask {path} (PIL mode {f.mode}) has grey levels {lo}..{hi}, and only values > {threshold} count as defect: "
                               "MVTec AD masks are 8-bit grey, 0 and 255. Save it so, 255 where the defect is (a 0/1 mask: multiply "
                               "by 255; a palette or colour mask: its defect colour as 255)")
     return m

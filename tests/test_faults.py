@@ -327,6 +327,19 @@ def test_masks_stored_as_0_1_are_named(work):
     clear_error(res, '1 of 1 runs failed')
     assert '| failed |' in res[1] and 'grey levels 0..1' in res[1] and not (work/'mruns'/'svdd'/'brick'/'seed0'/'model.pt').exists(), res
 
+def test_alpha_masks_and_a_Good_folder(work):
+    "Masks drawn on a transparent layer (white everywhere, the defect in alpha) read as drawn; a test/Good folder is refused by name"
+    shutil.copytree(work/'data'/'brick', work/'adata'/'brick')
+    for m in sorted((work/'adata'/'brick'/'ground_truth').rglob('*.png')):
+        a = np.asarray(Image.open(m)); Image.fromarray(np.dstack([np.full((*a.shape, 3), 255, np.uint8), a])).save(m)
+    got, want = (load_split(work/r, 'brick', 'test', 128, progress=False)['masks'] for r in ('adata', 'data'))
+    assert 0 < want.sum() < want.numel() and torch.equal(got, want)
+    (work/'adata'/'brick'/'test'/'good').rename(work/'adata'/'brick'/'test'/'Good')   # a defect type, with no masks, if taken as named
+    res = cli('batch', '--methods', 'svdd', '--categories', 'brick', '--data', 'adata', '--smoke', '--runs', 'aruns', '--set', ITERS, cwd=work)
+    clear_error(res, '1 of 1 runs failed')
+    assert "brick/test/Good: the good test images' folder is 'good', in lower case: rename it" in res[1], res
+    assert not (work/'aruns'/'svdd'/'brick'/'seed0'/'model.pt').exists()
+
 # Issue 24: predict with a trained run; its bad input
 
 PREDICT = ('predict', 'svdd', 'brick')
