@@ -115,6 +115,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'glancesvdd.core.from_params': ('core.html#from_params', 'glancesvdd/core.py'),
                                  'glancesvdd.core.full_float32': ('core.html#full_float32', 'glancesvdd/core.py'),
                                  'glancesvdd.core.get_device': ('core.html#get_device', 'glancesvdd/core.py'),
+                                 'glancesvdd.core.held': ('core.html#held', 'glancesvdd/core.py'),
                                  'glancesvdd.core.layer_shapes': ('core.html#layer_shapes', 'glancesvdd/core.py'),
                                  'glancesvdd.core.load_json': ('core.html#load_json', 'glancesvdd/core.py'),
                                  'glancesvdd.core.load_torch': ('core.html#load_torch', 'glancesvdd/core.py'),

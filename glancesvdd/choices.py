@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['METHODS', 'EXECUTORS']
+__all__ = ['METHODS', 'EXECUTORS', 'MODEL_FILE']
 
 # %% ../nbs/00a_choices.ipynb #3d054c1a
 METHODS = ('glance', 'svdd')                        # the two papers' methods: GLANCE (1x notebooks), Patch SVDD (2x)
 EXECUTORS = ('local', 'slurm', 'submitit-local')    # where `batch` runs its jobs (60_batch)
+MODEL_FILE = dict(glance='glance.pt', svdd='model.pt')   # each method's trained model in its run folder (04_runs)

@@ -12,13 +12,13 @@ from pathlib import Path
 from fastcore.script import Param, store_true, store_false
 
 import glancesvdd   # the package alone: the library (torch, papermill) is imported inside the commands, see `main`
-from .choices import METHODS, EXECUTORS   # names only (00a_choices): the parser's choices
+from .choices import METHODS, EXECUTORS, MODEL_FILE   # names only (00a_choices): the parser's choices, the model files
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SETTINGS', 'WEIGHTS', 'COMMANDS', 'ALIASES',
-           'comma_list', 'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict',
-           'check_results', 'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_data',
-           'demo_jobs', 'demo', 'docs', 'add_params', 'parser', 'Terminated', 'main']
+__all__ = ['DATASETS', 'DEMO_CATEGORIES', 'DEMO_DATA', 'DEMO_SETTINGS', 'WEIGHTS', 'COMMANDS', 'ALIASES', 'comma_list',
+           'parse_categories', 'parse_overrides', 'download', 'train', 'evaluate', 'predict', 'check_results',
+           'release_jobs', 'evaluate_release', 'parse_slurm', 'batch_cmd', 'report', 'demo_data', 'demo_jobs', 'demo',
+           'docs', 'add_params', 'parser', 'Terminated', 'main']
 
 # %% ../nbs/61_cli.ipynb #56874955
 def comma_list(what:str, # one item, for the messages: 'method', 'category', 'seed'
@@ -91,8 +91,6 @@ def parse_overrides(text:str|None, methods:list)->dict:
     return {m: tuple(o.items()) for m, o in out.items()}
 
 # %% ../nbs/61_cli.ipynb #caf02696
-MODEL_FILE = dict(svdd='model.pt', glance='glance.pt')   # the trained model `evaluate` needs
-
 def _check_trained(job):
     "Refuse a run folder without a trained model (for evaluate and predict)"
     from glancesvdd.core import GlanceSvddError

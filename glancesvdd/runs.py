@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_runs.ipynb #77d04f6d
 from __future__ import annotations
-import json, os, random, shutil, socket, time, warnings, zipfile, zlib
+import json, math, os, random, shutil, socket, time, warnings, zipfile, zlib
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .choices import MODEL_FILE
 from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz, progress_bar, to_numpy
 
 # %% auto #0
@@ -28,7 +29,7 @@ def is_done(run_dir)->bool:
     return (Path(run_dir)/'metrics.json').exists()
 
 # %% ../nbs/04_runs.ipynb #33fa0878
-MODEL_FILES = ('model.pt', 'glance.pt')   # a run's trained model (Patch SVDD, GLANCE): never deleted on our advice
+MODEL_FILES = tuple(MODEL_FILE.values())   # a run's trained model (00a_choices): never deleted on our advice
 
 def _same(a, b)->bool:
     "Equal config values; two strings that name the same existing file or folder (`data`, `./data/`, its absolute path) are equal"
@@ -145,9 +146,12 @@ def _save_checkpoint(ckpt_dir, it, state, rngs, history, keep):
     for old in sorted(Path(ckpt_dir).glob('iter_*.pt'))[:-keep]: old.unlink()
 
 def _resume(ckpt_dir, state, rngs):
-    ck = latest_checkpoint(ckpt_dir)
-    if ck is None: return 0, []
-    c = load_torch(ck)
+    while (ck := latest_checkpoint(ckpt_dir)) is not None:
+        try: c = load_torch(ck); break
+        except GlanceSvddError as e:   # cut short or altered: kept aside, and the one before it is used (or none: from the start)
+            os.replace(ck, ck.with_name(ck.name + '.damaged'))
+            warnings.warn(f"{e}: moved to {ck.name}.damaged; resuming from the checkpoint before it")
+    else: return 0, []
     missing = (set(state) - set(c['state'])) | (set(rngs) - set(c['rngs']))
     if missing: raise GlanceSvddError(f"checkpoint {ck} does not belong to this training stage (it lacks {sorted(missing)})")
     for k, v in state.items(): v.load_state_dict(c['state'][k])
@@ -185,6 +189,9 @@ def fit(step:Callable[[int], dict], # one iteration: step(it) -> dict of losses 
             save = ckpt_dir and ((it + 1) % ckpt_every == 0 or it + 1 == iters)
             if save or it + 1 == iters or len(pending) >= log_every or not _on_gpu(pending[-1][1]):
                 rows = _rows(pending); history += rows; pending = []
+                if bad := next(((r['iter'], k, v) for r in rows for k, v in r.items() if not math.isfinite(v)), None):
+                    raise GlanceSvddError(f"{desc}: {bad[1]} is {bad[2]} at iteration {bad[0]}: training diverged; the checkpoints before "
+                                          "it are kept, but the same run would diverge again there: train with a lower learning rate")
                 if len(rows) > 1 or it % 10 == 0:
                     bar.set_postfix({k: f'{v:.4g}' for k, v in history[-1].items() if k != 'iter'}, refresh=False)
             if save: _save_checkpoint(ckpt_dir, it + 1, state, rngs, history, keep)

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from cifar_format import NAMES, write_cifar as _write_cifar
 from glancesvdd.core import GlanceSvddError
 from glancesvdd.data import (MVTEC_CATEGORIES, MVTEC_OBJECTS, MVTEC_TEXTURES, SYNTHETIC_CATEGORIES, SYNTHETIC_DEFECTS,
-                             CIFAR10OneClass, MVTecAD, check_mvtec_layout, download_file, download_mvtec, load_split,
+                             CIFAR10OneClass, MVTecAD, check_mvtec_layout, cifar10_images, download_file, download_mvtec, load_split,
                              make_synthetic_mvtec, sha256sum, synthetic_sample)
 
 SMALL = dict(categories=('brick', 'logo'), n_train=3, n_test_good=2, n_test_defect=1, image_size=64)
@@ -353,6 +353,15 @@ def test_cifar_errors(tmp_path):
     assert 'cifar-10-python.tar.gz' in str(e.value) and 'cifar-10-batches-py' in str(e.value)
     (root/'cifar-10-batches-py'/'data_batch_3').write_bytes(b'garbage')
     with pytest.raises(GlanceSvddError, match='damaged'): CIFAR10OneClass(root, 0, verify=False)
+
+def test_cifar_without_the_normal_class(tmp_path):
+    "A reduced pickled copy without a training image of the normal class: named, not torch.stack's empty-list error"
+    root = _write_cifar(tmp_path)
+    for f in (root/'cifar-10-batches-py').glob('data_batch_*'):
+        b = pickle.loads(f.read_bytes()); b['labels'] = [4 if l == 3 else l for l in b['labels']]; f.write_bytes(pickle.dumps(b))
+    with pytest.raises(GlanceSvddError, match=f'the CIFAR-10 copy in {root} has no train image of class cat'):
+        cifar10_images(root, 'cat', 'train', verify=False)
+    assert len(cifar10_images(root, 'dog', 'train', verify=False)[0]) == 5 * 3
 
 def test_cifar_from_a_local_archive(tmp_path):
     src = _write_cifar(tmp_path/'src'); root = tmp_path/'root'; root.mkdir()

@@ -340,6 +340,12 @@ def test_alpha_masks_and_a_Good_folder(work):
     assert "brick/test/Good: the good test images' folder is 'good', in lower case: rename it" in res[1], res
     assert not (work/'aruns'/'svdd'/'brick'/'seed0'/'model.pt').exists()
 
+def test_diverged_training_is_not_reported_as_trained(work):
+    "A learning rate far too high: the loss turns NaN, and training stops with that said, instead of 'done' and a NaN model"
+    res = cli('train', 'svdd', 'brick', *RUN, '--runs', 'druns', '--set', f'{ITERS},lr=1e6', cwd=work)
+    clear_error(res, 'loss is nan at iteration', 'training diverged', 'train with a lower learning rate')
+    assert not (work/'druns'/'svdd'/'brick'/'seed0'/'model.pt').exists()
+
 # Issue 24: predict with a trained run; its bad input
 
 PREDICT = ('predict', 'svdd', 'brick')

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core import GlanceSvddError, get_device, save_torch, load_torch
+from ..core import GlanceSvddError, get_device, save_torch, load_torch, held, RETRAIN
 from .local_net import LocalNet
 from .global_net import GlobalNet
 from .dad_head import DADHead
@@ -43,6 +43,8 @@ def load_glance(run_dir, device=None):
     "Local-Net, Global-Net and DAD head of a trained run, in eval mode on `device`"
     f = Path(run_dir)/'glance.pt'
     if not f.exists(): raise GlanceSvddError(f"{f} does not exist: train the run first (train_glance)")
-    state, nets = load_torch(f), (LocalNet(), GlobalNet(), DADHead())
+    state, nets = load_torch(f, what='trained model', hint=RETRAIN), (LocalNet(), GlobalNet(), DADHead())
+    if not isinstance(state, dict) or not {'local', 'global_net', 'head'} <= set(state):
+        raise GlanceSvddError(f"{f} is not a GLANCE model: it holds {held(state)}; {RETRAIN}")
     for net, k in zip(nets, ('local', 'global_net', 'head')): net.load_state_dict(state[k])
     return tuple(n.to(get_device(device)).eval().requires_grad_(False) for n in nets)

@@ -62,7 +62,7 @@ def _resnet18_state(weights:str):
     if not path.is_file():
         raise GlanceSvddError(f"teacher_weights: {path} is not a file. Download {TEACHER_URL} there, or use "
                               "teacher_weights='torchvision' (needs a network), or 'untrained' for a random teacher (tests only)")
-    return load_torch(path)
+    return load_torch(path, what='teacher_weights', hint=f'download {TEACHER_URL} there again')
 
 def load_teacher(weights:str='torchvision', # a state-dict file, 'torchvision' or 'untrained'
                  size:int=224): # the side the patch is resized to
@@ -205,6 +205,7 @@ class CifarPairs(Dataset):
     def __init__(self, images:torch.Tensor, batch:int, seed:int, image_size:int=256, patch_size:int=33):
         self.small = resize(images, [patch_size, patch_size], antialias=True)  # I_L of every image, (N, 3, 33, 33)
         self.images, self.batch, self.seed, self.image_size, self.n = images, batch, seed, image_size, len(images)
+        if self.n < 2: raise GlanceSvddError(f"GLANCE's CIFAR-10 pairs pair each training image with another: {self.n} of the normal class is too few")
 
     def plan(self, it):
         rng = batch_rng(self.seed, 'global_net', it)

@@ -55,6 +55,11 @@ class SvddConfig:
         check_config(self)
         if not self.hierarchical and self.combine != 'k64':
             raise GlanceSvddError(f"the non-hierarchical encoder has only the K=64 scale: use combine='k64', not {self.combine!r}")
+        for K, s in ((64, self.stride_64), (32, self.stride_32))[:1 + self.hierarchical]:   # the grid must reach the far edges
+            if left := (self.image_size - K) % s:
+                raise GlanceSvddError(f"image_size={self.image_size}: the K={K} patches at stride {s} leave a {left}-px strip at the right and "
+                                      f"bottom edges that no patch covers, so its pixels would score 0; use image_size = {K} + a multiple "
+                                      f"of {s} (e.g. {self.image_size - left}), or another stride")
 
 COMBINE = ('mult', 'sum', 'k64', 'k32')
 

@@ -410,7 +410,9 @@ def load_bank(cfg:SvddConfig, run_dir, enc, progress:bool=True)->dict:
     train = load_config_split(cfg, 'train', progress)
     made_from = bank_provenance(enc, train['images'])
     if f.exists():
-        bank = load_torch(f)
+        try: bank = load_torch(f, what='feature bank')
+        except GlanceSvddError as e:   # a cache: made again, as when it is stale
+            warnings.warn(f"{e}: built again"); f.unlink(); return load_bank(cfg, run_dir, enc, progress)
         if bank.get('provenance') != made_from:
             warnings.warn(f"{f} was built from {'another encoder' if bank.get('provenance', {}).get('encoder') != made_from['encoder'] else 'other training images'}"
                           f"{' (or by an older glancesvdd, which did not record it)' if 'provenance' not in bank else ''}: built again")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import GlanceSvddError, get_device, load_json, load_torch
+from ..core import GlanceSvddError, get_device, load_json, load_torch, held, RETRAIN
 from ..patches import random_corners, crop_patches
 
 # %% auto #0
@@ -130,14 +130,19 @@ def load_official_encoder(path, # an official `enchier.pkl` (a state_dict of Enc
     expected = "expected the release's ckpts/<category>/enchier.pkl: a state_dict of EncoderHier(K=64, D), keys enc.conv1.weight ... conv2.weight"
     sd = load_torch(path, map_location, what='official Patch SVDD encoder', hint=f"download it again; {expected}")   # weights only (00_core)
     if not isinstance(sd, dict) or 'conv2.weight' not in sd:
-        held = f"a dict with keys {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
-        raise GlanceSvddError(f"{path} is not an official Patch SVDD encoder: it holds {held}; {expected}")
+        raise GlanceSvddError(f"{path} is not an official Patch SVDD encoder: it holds {held(sd)}; {expected}")
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise GlanceSvddError(f"{path}: not every value is a tensor ({', '.join(k for k, v in sd.items() if not isinstance(v, torch.Tensor))}); {expected}")
     enc = SvddEncoder(D=sd['conv2.weight'].shape[0])
-    expected = set(enc.state_dict())
-    if set(sd) != expected:
-        raise GlanceSvddError(f"{path}: keys do not match EncoderHier(K=64): missing {sorted(expected - set(sd))}, "
-                              f"unexpected {sorted(set(sd) - expected)}")
-    enc.load_state_dict(sd)
+    keys = set(enc.state_dict())
+    if set(sd) != keys:
+        raise GlanceSvddError(f"{path}: keys do not match EncoderHier(K=64): missing {sorted(keys - set(sd))}, "
+                              f"unexpected {sorted(set(sd) - keys)}")
+    try: enc.load_state_dict(sd)
+    except RuntimeError as e:   # a tensor of another shape
+        raise GlanceSvddError(f"{path}: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}; {expected}") from None
+    if not all(v.isfinite().all() for v in sd.values() if v.is_floating_point()):
+        raise GlanceSvddError(f"{path}: its weights are not all finite (NaN or inf): an encoder whose training diverged; {expected}")
     return enc.eval()
 
 # %% ../../nbs/20_svdd_model.ipynb #eac9eb4e
@@ -178,7 +183,10 @@ def is_collapsed(spreads:dict, tol:float=1.2e-7)->bool:
 # %% ../../nbs/20_svdd_model.ipynb #f3017d96
 def load_encoder(run_dir, device=None):
     "The trained encoder of a run (eval mode) and its `train.json` record"
-    ck = load_torch(Path(run_dir)/'model.pt', map_location='cpu')
+    f = Path(run_dir)/'model.pt'
+    ck = load_torch(f, map_location='cpu', what='trained model', hint=RETRAIN)
+    if not isinstance(ck, dict) or not {'hierarchical', 'D', 'encoder'} <= set(ck):
+        raise GlanceSvddError(f"{f} is not a Patch SVDD model: it holds {held(ck)}; {RETRAIN}")
     enc = make_encoder(ck['hierarchical'], ck['D'])
     enc.load_state_dict(ck['encoder'])
     return enc.to(get_device(device)).eval(), load_json(Path(run_dir)/'train.json')
