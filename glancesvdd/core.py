@@ -16,7 +16,7 @@ from tqdm.auto import tqdm as tqdm_auto
 from tqdm.std import tqdm as tqdm_text
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'DEVICE', 'PROGRESS_ENV', 'RETRAIN', 'GlanceSvddError',
+__all__ = ['PRECISIONS', 'POSITIVE', 'NON_NEGATIVE', 'COUNT', 'SEED', 'DEVICE', 'PROGRESS_ENV', 'RETRAIN', 'GlanceSvddError',
            'seed_everything', 'get_device', 'float32_matmuls', 'autocast', 'full_float32', 'data_root', 'runs_root',
            'from_params', 'Between', 'OneOf', 'Matches', 'check_device', 'check_value', 'check_config', 'parse_field',
            'progress_bar', 'to_numpy', 'to_device', 'layer_shapes', 'print_layer_table', 'atomic_path', 'save_json',
@@ -115,6 +115,7 @@ class Matches:
     def __str__(self): return self.what
 
 POSITIVE, NON_NEGATIVE, COUNT = Between(0, open_lo=True), Between(0), Between(1)   # > 0, >= 0, >= 1
+SEED = Between(0, 2**32 - 1, why='a 32-bit seed: torch and NumPy take it whole')   # a larger one overflows torch.manual_seed
 DEVICE = Matches(r'auto|cpu|mps|cuda(:\d+)?', "auto, cpu, cuda or cuda:N")         # what `get_device` takes
 
 # %% ../nbs/00_core.ipynb #d482b41d

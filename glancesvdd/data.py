@@ -555,7 +555,7 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
                               "https://www.mvtec.com/company/research/datasets/mvtec-ad")
     if sha256 and (got := sha256sum(archive)) != sha256.lower():
         raise GlanceSvddError(f"{archive}: SHA-256 {got} differs from the expected {sha256} (the full official archive). "
-                              "If it is a per-category archive or a repacked copy you trust, pass sha256=None; "
+                              "If it is a per-category archive or a repacked copy you trust, pass sha256=None (the command: --sha256 none); "
                               "otherwise it is damaged: delete it and download it again.")
     _extract_categories(archive, ds_root, todo, progress)
     record = root/'mvtec_ad_download.json'   # where each category came from, and whether its archive was checked

@@ -5,23 +5,24 @@
 # %% ../nbs/50_reports.ipynb #fd1f99ef
 from __future__ import annotations
 import json, os, re, shutil, subprocess, textwrap, time, warnings, zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from .core import GlanceSvddError, atomic_path, load_json, save_json, runs_root
+from .core import GlanceSvddError, atomic_path, load_json, save_json, runs_root, check_value
 from .data import fingerprint, is_cifar_folder, CIFAR10_CLASSES
-from .runs import load_scores, DAMAGED_NPZ
+from .runs import load_scores, seed_of, DAMAGED_NPZ
 from .viz import glance_figure, svdd_figure, save_figure, run_family, run_image, roc_plot, pro_plot, score_histogram
 from .svdd.config import SvddConfig
+from .glance.config import GlanceConfig
 from .svdd.release import RELEASE_METHOD, RELEASE_KNOWN_ISSUES
 
 # %% auto #0
 __all__ = ['GLANCE_TABLE4_METHODS', 'GLANCE_TABLE4', 'TABLE4_CATEGORIES', 'SVDD_TABLE_S1', 'SVDD_CATEGORIES', 'SVDD_TABLE_S2',
-           'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS', 'CIFAR_METHOD',
+           'GLANCE_MEAN_PRO', 'METRIC_KEYS', 'CIFAR_METHOD', 'PLUMBING', 'DASH', 'SVDD_S2_SOURCES', 'COMPARED_METHODS',
            'RECORD_FILES', 'GLANCE_SCHEDULE', 'GLANCE_SCHEDULE_CIFAR10', 'display_name', 'check_published_means',
            'collect_runs', 'runs_hints', 'config_key', 'average_seeds', 'fmt', 'fmt_ours', 'fmt_diff', 'Table',
            'to_markdown', 'tex_escape', 'to_latex', 'table_figure', 'render_table', 'find_result', 'mixed_configs',
@@ -103,18 +104,30 @@ def collect_runs(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     root, out = runs_root(root), []
     for f in root.glob(f"{method or '*'}/*/seed*/metrics.json"):
         run = f.parent
-        if not re.fullmatch(r'seed\d+', run.name): continue
+        if seed_of(run) is None: continue   # seed01, seed0.bak: not a run folder glancesvdd names (runs_hints says so)
         try: cfg, metrics = load_json(run/'config.json') if (run/'config.json').exists() else {}, load_json(f)
         except GlanceSvddError as e: warnings.warn(f"run {run} left out of the report: {e}"); continue   # a damaged file: the others go on
         if not isinstance(metrics, dict) or not isinstance(cfg, dict):
             warnings.warn(f"run {run} left out of the report: its {'metrics' if not isinstance(metrics, dict) else 'config'}.json holds "
                           f"a {type(metrics if not isinstance(metrics, dict) else cfg).__name__}, not an object of named values; evaluate the run again")
             continue
-        out.append(dict(method=run.parent.parent.name, category=run.parent.name, seed=int(run.name[4:]),
-                    config=cfg, metrics=metrics, path=run))
+        if problem := _config_problem(run.parent.parent.name, cfg):
+            warnings.warn(f"run {run} left out of the report: {run/'config.json'} is invalid ({problem}); glancesvdd never writes such a value"); continue
+        for k in [k for k in METRIC_KEYS if k in metrics and not (_numeric(metrics[k]) and 0 <= metrics[k] <= 1)]:   # NaN fails both
+            warnings.warn(f"{f}: {k} is {metrics.pop(k)!r}, not a number in [0, 1]: left out of the tables; evaluate the run again")
+        out.append(dict(method=run.parent.parent.name, category=run.parent.name, seed=seed_of(run), config=cfg, metrics=metrics, path=run))
     return sorted(out, key=lambda r: (r['method'], r['category'], r['seed']))
 
 METRIC_KEYS = ('image_auroc', 'pixel_auroc', 'aupro')   # what a metrics.json holds (30_metrics)
+CIFAR_METHOD = 'glance_cifar10'   # runs folder of nbs/experiments/cifar10.ipynb
+
+def _config_problem(method:str, cfg:dict)->str|None:
+    "Why a run's config.json holds a value its method's config refuses (hand-edited), or None; only the fields that config class has are checked"
+    cls = {'svdd': SvddConfig, RELEASE_METHOD: SvddConfig, 'glance': GlanceConfig, CIFAR_METHOD: GlanceConfig}.get(method)
+    for k in sorted(set(cfg) & ({f.name for f in fields(cls)} if cls else set())):
+        try: check_value(cls, k, cfg[k])
+        except GlanceSvddError as e: return str(e)
+    return None
 
 def runs_hints(root=None)->list:
     "Why a runs folder shows fewer runs than it seems to hold: a run folder given as the root, runs without seed<k>/, unknown metric names"
@@ -124,12 +137,15 @@ def runs_hints(root=None)->list:
         hints.append(f"{root} is a run folder, not a runs root: give the folder that holds <method>/<category>/seed<k>/ "
                      f"(here probably {root.parents[2] if len(root.parents) > 2 else root.parent})")
     for f in sorted(root.glob('*/*/metrics.json')):
-        hints.append(f"{f.parent} holds a run outside a seed<k>/ folder (an older layout): move its files into {f.parent/'seed0'}")
+        hints.append(f"{f.parent} holds a run outside a seed<k>/ folder (an older layout): move its files into {f.parent/'seed0'}"
+                     if seed_of(f.parent) is None else f"{root} is a method's folder, not a runs root: give its parent, {root.parent}")
+    for f in sorted(root.glob('*/*/seed*/metrics.json')):
+        if seed_of(f.parent) is None: hints.append(f"{f.parent} is left out: glancesvdd names a run's folder seed<k> (seed1, not seed01 or a copy's name)")
     for r in collect_runs(root):
         if not any(k in r['metrics'] for k in METRIC_KEYS):
             hints.append(f"{r['path']/'metrics.json'} names none of {', '.join(METRIC_KEYS)} (it has {', '.join(map(str, r['metrics'])) or 'nothing'}): "
                          "evaluate the run again to write them")
-    return hints
+    return list(dict.fromkeys(hints))
 
 # %% ../nbs/50_reports.ipynb #869d9dd5
 def _numeric(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -458,8 +474,6 @@ def comparison_figure(results:list, methods=COMPARED_METHODS, release:str=RELEAS
     return fig
 
 # %% ../nbs/50_reports.ipynb #124dae4e
-CIFAR_METHOD = 'glance_cifar10'   # runs folder of nbs/experiments/cifar10.ipynb
-
 def glance_cifar10_table(results:list, method:str=CIFAR_METHOD)->Table:
     "GLANCE one-class CIFAR-10 (supp. C.2): our image AUROC per normal class, and their mean"
     have = [c for c in CIFAR10_CLASSES if find_result(results, method, c)]
@@ -623,6 +637,9 @@ def run_caveats(result:dict)->list:
     for path in result['paths']:
         rec = _side_file(Path(path)/'train.json')
         if rec is None: out.append('train.json damaged: how it was trained is unknown'); rec = {}
+        if not all(isinstance(rec.get(k, 0), int) for k in ('iters', 'steps_per_epoch')):   # edited by hand: never a count we wrote
+            warnings.warn(f"{Path(path)/'train.json'}: iters or steps_per_epoch is not a whole number; the report goes on and says so")
+            out.append('train.json damaged: how it was trained is unknown'); rec = {}
         cfg = load_json(Path(path)/'config.json') if (Path(path)/'config.json').exists() else {}
         if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_runs.ipynb #77d04f6d
 from __future__ import annotations
-import json, math, os, random, shutil, socket, time, warnings, zipfile, zlib
+import json, math, os, random, re, shutil, socket, time, warnings, zipfile, zlib
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
@@ -16,13 +16,18 @@ from .choices import MODEL_FILE
 from .core import GlanceSvddError, runs_root, save_json, load_json, save_torch, load_torch, save_npz, progress_bar, to_numpy
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'LOCK', 'DAMAGED_NPZ', 'run_path', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock',
+__all__ = ['MODEL_FILES', 'LOCK', 'DAMAGED_NPZ', 'run_path', 'seed_of', 'is_done', 'init_run', 'load_json_roundtrip', 'run_lock',
            'is_trained', 'latest_checkpoint', 'fit', 'loss_summary', 'loss_curve', 'save_scores', 'load_scores']
 
 # %% ../nbs/04_runs.ipynb #e9509d37
 def run_path(method:str, category:str, seed:int, root=None)->Path:
     "The folder of one run: `<root>/<method>/<category>/seed<seed>`"
     return runs_root(root)/method/category/f'seed{seed}'
+
+def seed_of(run_dir)->int|None:
+    "The seed a run folder's name gives, as `run_path` writes it (seed0, seed12); None for any other name (seed01, seed0.bak, a copy)"
+    m = re.fullmatch(r'seed(0|[1-9]\d*)', Path(run_dir).name)
+    return int(m[1]) if m else None
 
 def is_done(run_dir)->bool:
     "A run is finished once its metrics are written"

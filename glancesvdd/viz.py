@@ -24,7 +24,7 @@ from sklearn.metrics import roc_curve, roc_auc_score
 from .core import GlanceSvddError, atomic_path, load_json, runs_root, to_numpy
 from .data import load_image
 from .metrics import pro_curve, aupro
-from .runs import load_scores, DAMAGED_NPZ
+from .runs import load_scores, seed_of, DAMAGED_NPZ
 
 # %% auto #0
 __all__ = ['CMAPS', 'SIDE_BY_SIDE', 'overlay', 'contour_map', 'glance_figure', 'svdd_figure', 'score_histogram', 'roc_plot',
@@ -211,6 +211,8 @@ def find_runs(runs=None)->list:
     for folder in folders:
         if not folder.is_dir(): raise GlanceSvddError(f"{folder} is not a folder: pass a runs root (e.g. runs/demo) or run folders")
         for f in sorted(folder.rglob('scores.npz')):
+            if f.parent != folder and seed_of(f.parent) is None:   # a copy (seed0.bak) or a folder that is no run: as the report does
+                warnings.warn(f"skipping {f.parent}: glancesvdd names a run's folder seed<k>, so this is a copy or no run"); continue
             try: rec = _run_record(f.parent)
             except DAMAGED_NPZ as e:
                 warnings.warn(f"skipping {f}: damaged ({type(e).__name__}: {e}); run its inference again"); continue
@@ -349,6 +351,9 @@ def _on_selection(self:Explorer, *_):
     for r in shown[1:]:
         if not np.array_equal(self._data(r)['paths'], first['paths']):
             raise GlanceSvddError(f"runs {shown[0]['path']} and {r['path']} scored different test images: compare them one at a time")
+        if self._data(r)['maps'].shape != first['maps'].shape:
+            raise GlanceSvddError(f"runs {shown[0]['path']} and {r['path']} made maps of different sizes ({first['maps'].shape[-1]} and "
+                                  f"{self._data(r)['maps'].shape[-1]} px): compare them one at a time")
     self.shown = shown
     self._set('defect', options=['all'] + sorted(set(first['defects'])), value='all')
     self._set('inspect', options=[r['method'] for r in self.shown], value=self.shown[0]['method'])

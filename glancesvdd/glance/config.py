@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, replace
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, PRECISIONS
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, PRECISIONS, SEED
 from ..data import RESIZE_FILTERS
 
 # %% auto #0
@@ -70,7 +70,7 @@ class GlanceConfig:
         iters_finetune=COUNT, batch_finetune=COUNT, lambda_t=NON_NEGATIVE, lr_global=POSITIVE, lr_head=POSITIVE,
         iters=COUNT, batch_size=COUNT, stain_size=Between(0, 1, open_lo=True), stain_color=Between(0, 255),
         stain_irregularity=NON_NEGATIVE, stain_blur=NON_NEGATIVE, grid=Between(2, why='patch corners are spaced by 1/(grid - 1)'),
-        lambda_s=Between(0, 1), idw_p=POSITIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, workers=NON_NEGATIVE,
+        lambda_s=Between(0, 1), idw_p=POSITIVE, seed=SEED, device=DEVICE, ckpt_every=COUNT, workers=NON_NEGATIVE,
         chunk=COUNT, image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
         dad_reduction=OneOf('mean', 'sum'), stain_relative_to=OneOf('image', 'patch'),
         precision=OneOf(*PRECISIONS))

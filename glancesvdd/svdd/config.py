@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, replace
 
-from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, PRECISIONS
+from ..core import GlanceSvddError, check_config, Between, OneOf, POSITIVE, NON_NEGATIVE, COUNT, DEVICE, PRECISIONS, SEED
 from ..data import RESIZE_FILTERS
 
 # %% auto #0
@@ -47,7 +47,7 @@ class SvddConfig:
         image_size=Between(64, 1024, why="the K=64 patch must fit; MVTec AD's images are at most 1024 px (supp. S3.1 resizes them to 256)"), D=COUNT, lambda_svdd=NON_NEGATIVE, lr=POSITIVE,
         epochs=Between(2, why='epoch 0 only evaluates'), repeat=COUNT, batch_size=COUNT, noise=NON_NEGATIVE,
         stride_64=COUNT, stride_32=COUNT, combine=OneOf('mult', 'sum', 'k64', 'k32'), nn_search=OneOf('exact', 'approx'),
-        iters=COUNT, collapse_tol=NON_NEGATIVE, seed=NON_NEGATIVE, device=DEVICE, ckpt_every=COUNT, nn_chunk=COUNT,
+        iters=COUNT, collapse_tol=NON_NEGATIVE, seed=SEED, device=DEVICE, ckpt_every=COUNT, nn_chunk=COUNT,
         image_filter=OneOf(*RESIZE_FILTERS), mask_filter=OneOf(*RESIZE_FILTERS), mask_threshold=Between(0, 254),
         precision=OneOf(*PRECISIONS))
 
