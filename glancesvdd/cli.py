@@ -119,7 +119,7 @@ def download(dataset:Param("what to download", str, choices=DATASETS),
              sha256:Param("mvtec: the archive's SHA-256 (default: the full official archive's); 'none' skips the check, e.g. for a per-category archive (recorded in ROOT/mvtec_ad_download.json)", str)=None):
     "Download (or extract a local archive of) MVTec AD, CIFAR-10 or the official Patch SVDD checkpoints"
     from glancesvdd.core import GlanceSvddError
-    from glancesvdd.data import download_mvtec, CIFAR10OneClass
+    from glancesvdd.data import download_mvtec, archive_file, CIFAR10OneClass
     if dataset == 'patchsvdd-release':
         from glancesvdd.svdd.release import download_release
         rel = download_release(root, archive=archive, from_dir=from_dir, categories=categories)
@@ -130,7 +130,7 @@ def download(dataset:Param("what to download", str, choices=DATASETS),
         print(f"MVTec AD ready at {download_mvtec(root, categories=categories, archive=archive, sha256=sha)}")
     else:   # cifar10
         if archive:  # torchvision extracts (and md5-checks) cifar-10-python.tar.gz found in the root
-            if not Path(archive).is_file(): raise GlanceSvddError(f"archive {archive} does not exist")
+            archive_file(archive, "give cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar.html)")
             Path(root).mkdir(parents=True, exist_ok=True); shutil.copy(archive, Path(root)/'cifar-10-python.tar.gz')
         for split in ('train', 'test'): CIFAR10OneClass(root, 0, split, download=not archive)
         print(f"CIFAR-10 ready in {root}")

@@ -23,8 +23,8 @@ __all__ = ['MVTEC_TEXTURES', 'MVTEC_OBJECTS', 'MVTEC_CATEGORIES', 'IMAGE_EXTS', 
            'RESIZE_FILTERS', 'EIGHT_BIT', 'MVTEC_URL', 'MVTEC_SHA256', 'MVTEC_ARCHIVE', 'CIFAR10_CLASSES',
            'synthetic_sample', 'synthetic_matches', 'make_synthetic_mvtec', 'iter_image_files', 'image_files_in',
            'check_mvtec_layout', 'read_mask', 'read_image', 'load_image', 'load_mask', 'MVTecAD', 'load_split',
-           'load_config_split', 'export_resized', 'fingerprint', 'sha256sum', 'download_file', 'download_mvtec',
-           'is_cifar_folder', 'CIFAR10OneClass', 'cifar10_images']
+           'load_config_split', 'export_resized', 'fingerprint', 'sha256sum', 'archive_file', 'download_file',
+           'download_mvtec', 'is_cifar_folder', 'CIFAR10OneClass', 'cifar10_images']
 
 # %% ../nbs/01_data.ipynb #c9e75b28
 MVTEC_TEXTURES = ('carpet', 'grid', 'leather', 'tile', 'wood')  # Patch SVDD supp. S3.1, footnote 2
@@ -484,6 +484,14 @@ def _fetch(url:str, part:Path, timeout:float, progress:bool)->int|None:
     return total
 
 # %% ../nbs/01_data.ipynb #ff0a60c2
+def archive_file(path, # an archive the user gave
+                 hint:str='')->Path: # how to get the right one
+    "`path` as a file, or a GlanceSvddError that says it is missing or is a folder"
+    p = Path(path)
+    if not p.is_file():
+        raise GlanceSvddError(f"archive {p} {'is a folder, not an archive file' if p.is_dir() else 'does not exist'}{'; ' + hint if hint else ''}")
+    return p
+
 def download_file(url:str, dest, sha256:str|None=None, timeout:float=60, progress:bool=True,
                   hint:str='')->Path:  # `hint`: what to do when offline, appended to the error
     "Download `url` to `dest` with resume (`dest`.part), size and optional SHA-256 checks"
@@ -549,10 +557,7 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
                 f"`download_mvtec({str(root)!r}, archive=PATH)`; a newer link can be given with `url=`.")
         archive = root/MVTEC_ARCHIVE
         if not archive.exists(): download_file(url, archive, sha256=sha256, progress=progress, hint=hint); sha256 = None  # verified
-    archive = Path(archive)
-    if not archive.is_file():
-        raise GlanceSvddError(f"archive {archive} does not exist; download {MVTEC_ARCHIVE} from "
-                              "https://www.mvtec.com/company/research/datasets/mvtec-ad")
+    archive = archive_file(archive, f"download {MVTEC_ARCHIVE} from https://www.mvtec.com/company/research/datasets/mvtec-ad")
     if sha256 and (got := sha256sum(archive)) != sha256.lower():
         raise GlanceSvddError(f"{archive}: SHA-256 {got} differs from the expected {sha256} (the full official archive). "
                               "If it is a per-category archive or a repacked copy you trust, pass sha256=None (the command: --sha256 none); "
@@ -583,6 +588,7 @@ def _open_cifar10(root:Path, train:bool, download:bool, verify:bool):
     from torchvision.datasets.utils import check_integrity, extract_archive
     CIFAR10, CIFAR10Unverified = _cifar_classes()
     folder, tgz = root/CIFAR10.base_folder, root/CIFAR10.filename
+    if root.exists() and not root.is_dir(): raise GlanceSvddError(f"{root} is a file, not a folder: give as root the folder that holds CIFAR-10")
     if not folder.is_dir() and tgz.is_file() and not download:
         if not check_integrity(tgz, CIFAR10.tgz_md5 if verify else None):
             raise GlanceSvddError(f"{tgz} does not match the official md5 {CIFAR10.tgz_md5}: delete it and download it again")

@@ -673,6 +673,8 @@ def caveat_note(results:list)->str|None:
                       'the most seeds, the run list all of them: ' + ', '.join(mixed) + '.'] if mixed else [])) or None
 
 # %% ../nbs/50_reports.ipynb #a55e7094
+def _link(path:str)->str: return f'<{path}>' if ' ' in path else path   # a Markdown link to a file whose name has a space
+
 def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
                   out_dir='figures', n:int=5, # anomalous samples per figure
                   per_figure:int=5)->list: # Patch SVDD classes per combined figure
@@ -695,12 +697,12 @@ def render_report(root=None, # runs root; `None`: $GLANCESVDD_RUNS or ./runs
     for r in sorted(results, key=lambda r: (r['method'], _order(r['category']))):
         run = r['paths'][0]
         if not (run/'scores.npz').exists() and any((run/pic).exists() for pic in ('maps.png', 'curves.png')):   # a record: its pictures, rendered when it was written
-            index += [f"![{r['method']} {display_name(r['category'])}: {pic[:-4]}]({Path(os.path.relpath(run/pic, out_dir)).as_posix()})\n"
+            index += [f"![{r['method']} {display_name(r['category'])}: {pic[:-4]}]({_link(Path(os.path.relpath(run/pic, out_dir)).as_posix())})\n"
                       for pic in ('maps.png', 'curves.png') if (run/pic).exists()]
             continue
         try:
             f = figures_from_run(run, out_dir, n); files.append(f)
-            index.append(f"![{r['method']} {display_name(r['category'])}]({f.name})\n")
+            index.append(f"![{r['method']} {display_name(r['category'])}]({_link(f.name)})\n")
             if r['method'] == 'svdd': svdd_rows.append(run_samples(run, n))
         except GlanceSvddError as e:   # a damaged scores.npz, say: reported, and the report goes on
             warnings.warn(f"{r['method']} {r['category']}: no figure: {e}"); index.append(f"- {r['method']} {r['category']}: no figure ({e})\n")

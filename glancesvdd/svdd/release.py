@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core import GlanceSvddError, get_device, atomic_path, save_json, save_torch, load_json
-from ..data import download_file, sha256sum, _extract_categories
+from ..data import download_file, archive_file, sha256sum, _extract_categories
 from ..runs import run_path, init_run
 from .model import load_official_encoder, spread, is_collapsed
 from .config import SvddConfig
@@ -104,8 +104,7 @@ def download_release(root='data',              # the checkpoints go to <root>/pa
     if archive is None:
         archive = root/RELEASE_ARCHIVE
         if not archive.exists(): download_file(url, archive, progress=progress, hint=_release_hint(root))
-    archive = Path(archive)
-    if not archive.is_file(): raise GlanceSvddError(f"archive {archive} does not exist. {_release_hint(root)}")
+    archive = archive_file(archive, _release_hint(root))
     root.mkdir(parents=True, exist_ok=True); tmp = Path(tempfile.mkdtemp(dir=root, prefix='.release-'))
     try:
         _extract_categories(archive, tmp, [RELEASE_TOP], progress, check=None)  # 01_data: safe, atomic
