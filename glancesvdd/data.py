@@ -549,6 +549,9 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
     if bad := [c for c in categories if c not in MVTEC_CATEGORIES]:
         raise GlanceSvddError(f"unknown MVTec AD categories {bad}; choose from {', '.join(MVTEC_CATEGORIES)}")
     todo = [c for c in categories if not (ds_root/c).is_dir()]
+    for c in set(categories) - set(todo):   # there already: whole, or a copy cut short by hand (this function extracts atomically)
+        try: check_mvtec_layout(ds_root, c)
+        except GlanceSvddError as e: raise GlanceSvddError(f"{ds_root/c} is there but incomplete ({e}): remove it and run again to extract it") from None
     if not todo: return ds_root
     if archive is None:
         hint = (f"If this machine is offline or the link is stale, download {MVTEC_ARCHIVE} by hand "
