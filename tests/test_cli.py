@@ -152,7 +152,7 @@ def test_glance_smoke_without_imagenet_is_refused_and_the_advice_works(work):
 
 def test_every_seed_is_checked(work):
     error(run_command('batch', '--methods', 'svdd', '--categories', 'brick', '--seeds', '0,-1', '--data', 'data', '--runs', 'sruns',
-                      '--smoke', cwd=work), 'SvddConfig.seed: expected >= 0, given -1')
+                      '--smoke', cwd=work), 'SvddConfig.seed: expected in [0, 4294967295], given -1')
     assert not (work/'sruns').exists()            # seed 0 did not train first
 
 @pytest.mark.parametrize('step, category, words', [
