@@ -389,7 +389,7 @@ class MVTecAD(Dataset):
                 raise GlanceSvddError(f"mask {mask_path} is {m.size[0]}x{m.size[1]} but its image {path} is {im.size[0]}x{im.size[1]}")
             mask = _mask_tensor(m, self.image_size, self.mask_filter, self.mask_threshold)
             if not mask.any():
-                lo, hi = m.convert('L').getextrema()
+                lo, hi = m.getextrema()
                 warnings.warn(f"mask {mask_path} of defect image {path} marks no pixel at {self.image_size} px (its values are {lo}..{hi}): "
                               "an empty mask, or a defect too small to outlast the resize; the image counts for the image AUROC alone")
         return dict(image=image, mask=mask, label=int(defect != 'good'), defect=defect, path=str(path))
@@ -549,7 +549,7 @@ def download_mvtec(root='data',            # MVTec AD goes to <root>/mvtec_ad, t
     if bad := [c for c in categories if c not in MVTEC_CATEGORIES]:
         raise GlanceSvddError(f"unknown MVTec AD categories {bad}; choose from {', '.join(MVTEC_CATEGORIES)}")
     todo = [c for c in categories if not (ds_root/c).is_dir()]
-    for c in set(categories) - set(todo):   # there already: whole, or a copy cut short by hand (this function extracts atomically)
+    for c in (c for c in categories if c not in todo):   # there already: whole, or a copy cut short by hand (this function extracts atomically)
         try: check_mvtec_layout(ds_root, c)
         except GlanceSvddError as e: raise GlanceSvddError(f"{ds_root/c} is there but incomplete ({e}): remove it and run again to extract it") from None
     if not todo: return ds_root

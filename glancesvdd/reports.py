@@ -636,10 +636,9 @@ def run_caveats(result:dict)->list:
     out = []
     for path in result['paths']:
         rec = _side_file(Path(path)/'train.json')
+        if rec and not all(isinstance(rec.get(k, 0), int) for k in ('iters', 'steps_per_epoch')):   # edited by hand: never a count we wrote
+            warnings.warn(f"{Path(path)/'train.json'}: iters or steps_per_epoch is not a whole number; the report goes on and says so"); rec = None
         if rec is None: out.append('train.json damaged: how it was trained is unknown'); rec = {}
-        if not all(isinstance(rec.get(k, 0), int) for k in ('iters', 'steps_per_epoch')):   # edited by hand: never a count we wrote
-            warnings.warn(f"{Path(path)/'train.json'}: iters or steps_per_epoch is not a whole number; the report goes on and says so")
-            out.append('train.json damaged: how it was trained is unknown'); rec = {}
         cfg = load_json(Path(path)/'config.json') if (Path(path)/'config.json').exists() else {}
         if rec.get('teacher') == 'untrained': out.append('untrained ResNet-18 teacher')
         if rec.get('imagenet') == 'skipped': out.append('ImageNet stage skipped')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_viz.ipynb #3d8d2b63
 from __future__ import annotations
-import html, io, math, re, warnings
+import html, io, math, warnings
 from functools import lru_cache
 from pathlib import Path
 from time import perf_counter
@@ -200,9 +200,8 @@ def _run_record(run:Path)->dict|None:
     with np.load(run/'scores.npz') as z:
         if not {'maps', 'masks'} <= set(z.files): return None
     cfg = load_json(run/'config.json') if (run/'config.json').exists() else {}
-    seed = re.fullmatch(r'seed(\d+)', run.name)
     return dict(path=run, method=run.parent.parent.name, family=run_family(run, cfg), config=cfg,
-                category=str(cfg.get('category', run.parent.name)), seed=int(cfg.get('seed', seed[1] if seed else 0)))
+                category=str(cfg.get('category', run.parent.name)), seed=int(cfg.get('seed', seed_of(run) or 0)))
 
 def find_runs(runs=None)->list:
     "Every run with score maps under `runs` (a runs root or run folder, or a list of them; `None`: $GLANCESVDD_RUNS or ./runs)"
@@ -348,12 +347,12 @@ def _on_selection(self:Explorer, *_):
     c['seed'].layout.display = None if len(seeds) > 1 else 'none'
     shown = [r for r in runs if r['seed'] == c['seed'].value]
     first = self._data(shown[0])
-    for r in shown[1:]:
-        if not np.array_equal(self._data(r)['paths'], first['paths']):
+    for r, d in ((r, self._data(r)) for r in shown[1:]):
+        if not np.array_equal(d['paths'], first['paths']):
             raise GlanceSvddError(f"runs {shown[0]['path']} and {r['path']} scored different test images: compare them one at a time")
-        if self._data(r)['maps'].shape != first['maps'].shape:
+        if d['maps'].shape != first['maps'].shape:
             raise GlanceSvddError(f"runs {shown[0]['path']} and {r['path']} made maps of different sizes ({first['maps'].shape[-1]} and "
-                                  f"{self._data(r)['maps'].shape[-1]} px): compare them one at a time")
+                                  f"{d['maps'].shape[-1]} px): compare them one at a time")
     self.shown = shown
     self._set('defect', options=['all'] + sorted(set(first['defects'])), value='all')
     self._set('inspect', options=[r['method'] for r in self.shown], value=self.shown[0]['method'])

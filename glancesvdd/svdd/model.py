@@ -139,8 +139,8 @@ def load_official_encoder(path, # an official `enchier.pkl` (a state_dict of Enc
         raise GlanceSvddError(f"{path}: keys do not match EncoderHier(K=64): missing {sorted(keys - set(sd))}, "
                               f"unexpected {sorted(set(sd) - keys)}")
     try: enc.load_state_dict(sd)
-    except RuntimeError as e:   # a tensor of another shape
-        raise GlanceSvddError(f"{path}: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}; {expected}") from None
+    except RuntimeError as e:   # a tensor of another shape: torch's second line names it
+        raise GlanceSvddError(f"{path}: {(str(e).splitlines()[1:] or [str(e)])[0].strip()}; {expected}") from None
     if not all(v.isfinite().all() for v in sd.values() if v.is_floating_point()):
         raise GlanceSvddError(f"{path}: its weights are not all finite (NaN or inf): an encoder whose training diverged; {expected}")
     return enc.eval()
